@@ -1,0 +1,52 @@
+import { JobEvent } from "../protocol/index.ts";
+
+/**
+ * What a MinerSession streams to the Worker for one job: the agent's chunk/done/error frames,
+ * already validated, one JSON object per line.
+ */
+export { JobEvent };
+
+const encoder = new TextEncoder();
+
+export function encodeJobEvent(event: JobEvent): Uint8Array {
+  return encoder.encode(JSON.stringify(event) + "\n");
+}
+
+/** Reads job events from a MinerSession stream, line by line. */
+export class JobEventReader {
+  private readonly reader: ReadableStreamDefaultReader<Uint8Array>;
+  private readonly decoder = new TextDecoder();
+  private buffer = "";
+  private queue: JobEvent[] = [];
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.reader = stream.getReader();
+  }
+
+  /** The next event, or null when the stream ended without one. */
+  async next(): Promise<JobEvent | null> {
+    while (this.queue.length === 0) {
+      const { done, value } = await this.reader.read();
+      if (done) return null;
+      this.buffer += this.decoder.decode(value, { stream: true });
+      let nl: number;
+      while ((nl = this.buffer.indexOf("\n")) >= 0) {
+        const line = this.buffer.slice(0, nl);
+        this.buffer = this.buffer.slice(nl + 1);
+        if (line) this.queue.push(JobEvent.parse(JSON.parse(line)));
+      }
+    }
+    return this.queue.shift() ?? null;
+  }
+
+  /** Every event already buffered, without waiting (to coalesce output). */
+  drainBuffered(): JobEvent[] {
+    const out = this.queue;
+    this.queue = [];
+    return out;
+  }
+
+  async cancel(reason?: unknown): Promise<void> {
+    await this.reader.cancel(reason).catch(() => undefined);
+  }
+}

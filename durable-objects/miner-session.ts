@@ -1,0 +1,305 @@
+import { DurableObject } from "cloudflare:workers";
+import { and, eq, inArray } from "drizzle-orm";
+import { drizzle } from "drizzle-orm/d1";
+import {
+  CloseCode,
+  PROTOCOL_VERSION,
+  parseAgentFrame,
+  type AgentFrame,
+  type GatewayFrame,
+  type InstanceAnnouncement,
+  type JobSpec,
+} from "../protocol/index.ts";
+import { sha256Hex } from "../worker/catalog/hash.ts";
+import { chutes, miners } from "../worker/db/schema.ts";
+import { log } from "../worker/log.ts";
+import { encodeJobEvent, type JobEvent } from "./job-events.ts";
+
+/**
+ * One per connected miner agent: terminates the agent's WebSocket (hibernation API),
+ * authenticates it, registers the instances it announces with each chute's router, and
+ * multiplexes jobs over the one socket by id. `startJob` returns a byte stream of job events
+ * (NDJSON) to the Worker.
+ */
+
+interface Attachment {
+  state: "challenged" | "ready";
+  minerId: string;
+  nonce: string;
+  sessionId: string;
+  connectedAt: number;
+  instances: InstanceAnnouncement[];
+}
+
+interface LiveJob {
+  sessionId: string;
+  instanceId: string;
+  controller: ReadableStreamDefaultController<Uint8Array>;
+  started: boolean;
+}
+
+export interface StartJob {
+  id: string;
+  instanceId: string;
+  spec: JobSpec;
+  traceId?: string;
+}
+
+/** An agent must authenticate within this time after connecting. */
+const AUTH_TIMEOUT_MS = 10_000;
+const HEARTBEAT_PING = JSON.stringify({ type: "ping", t: 0 });
+const HEARTBEAT_PONG = JSON.stringify({ type: "pong", t: 0 });
+
+export class MinerSession extends DurableObject<Env> {
+  private readonly jobs = new Map<string, LiveJob>();
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    // Heartbeats are answered without waking the object.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT_PING, HEARTBEAT_PONG));
+  }
+
+  /** The agent's WebSocket upgrade, forwarded by the Worker. */
+  override async fetch(request: Request): Promise<Response> {
+    const minerId = new URL(request.url).searchParams.get("miner") ?? "";
+    const pair = new WebSocketPair();
+    const [client, server] = [pair[0], pair[1]];
+    this.ctx.acceptWebSocket(server);
+    const attachment: Attachment = {
+      state: "challenged",
+      minerId,
+      nonce: crypto.randomUUID(),
+      sessionId: crypto.randomUUID(),
+      connectedAt: Date.now(),
+      instances: [],
+    };
+    server.serializeAttachment(attachment);
+    send(server, { type: "challenge", v: PROTOCOL_VERSION, nonce: attachment.nonce });
+    await this.ctx.storage.setAlarm(Date.now() + AUTH_TIMEOUT_MS);
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  /** Send a job to the agent; the returned stream carries its events. */
+  async startJob(job: StartJob): Promise<ReadableStream<Uint8Array>> {
+    const ws = this.readySocket();
+    const att = ws ? attachmentOf(ws) : null;
+    if (!ws || !att) return errorStream("miner_disconnected", "The miner is not connected.");
+    if (!att.instances.some((i) => i.instanceId === job.instanceId)) {
+      return errorStream("miner_disconnected", "The miner no longer serves this instance.");
+    }
+    if (this.jobs.has(job.id)) return errorStream("invalid_request", "Duplicate job id.");
+    const stream = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        this.jobs.set(job.id, { sessionId: att.sessionId, instanceId: job.instanceId, controller, started: false });
+      },
+      cancel: () => this.cancelJob(job.id),
+    });
+    send(ws, { type: "job", id: job.id, instanceId: job.instanceId, spec: job.spec, traceId: job.traceId });
+    return stream;
+  }
+
+  /** The client went away: tell the agent to stop generating. Idempotent. */
+  cancelJob(id: string): void {
+    const job = this.jobs.get(id);
+    if (!job) return;
+    this.jobs.delete(id);
+    const ws = this.readySocket();
+    if (ws && attachmentOf(ws)?.sessionId === job.sessionId) send(ws, { type: "cancel", id });
+  }
+
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    try {
+      const att = attachmentOf(ws);
+      if (!att) return ws.close(CloseCode.protocolError, "no session");
+      const parsed = parseAgentFrame(message);
+      if (!parsed.ok) {
+        log.warn("miner.frame_invalid", { component: "MinerSession", minerId: att.minerId, error: parsed.error });
+        return this.closeSession(ws, CloseCode.protocolError, "malformed frame");
+      }
+      if (att.state === "challenged") return await this.authenticate(ws, att, parsed.frame);
+      await this.onFrame(ws, att, parsed.frame);
+    } catch (err) {
+      log.error("miner.message_failed", { component: "MinerSession", error: String(err) });
+      this.closeSession(ws, CloseCode.protocolError, "internal error");
+    }
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    try {
+      const att = attachmentOf(ws);
+      log.info("miner.disconnected", { component: "MinerSession", minerId: att?.minerId, code, reason });
+      this.endSession(ws);
+      ws.close(code === 1005 || code === 1006 ? CloseCode.normal : code, "closed");
+    } catch (err) {
+      log.error("miner.close_failed", { component: "MinerSession", error: String(err) });
+    }
+  }
+
+  override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
+    try {
+      log.warn("miner.socket_error", { component: "MinerSession", error: String(error) });
+      this.endSession(ws);
+    } catch (err) {
+      log.error("miner.error_failed", { component: "MinerSession", error: String(err) });
+    }
+  }
+
+  /** Close sockets that never authenticated. */
+  override async alarm(): Promise<void> {
+    const now = Date.now();
+    for (const ws of this.ctx.getWebSockets()) {
+      const att = attachmentOf(ws);
+      if (att?.state === "challenged" && now - att.connectedAt >= AUTH_TIMEOUT_MS) {
+        ws.close(CloseCode.authFailed, "authentication timed out");
+      }
+    }
+  }
+
+  private async authenticate(ws: WebSocket, att: Attachment, frame: AgentFrame): Promise<void> {
+    if (frame.type !== "auth") return ws.close(CloseCode.policyViolation, "expected auth");
+    if (frame.v !== PROTOCOL_VERSION) {
+      return ws.close(CloseCode.versionMismatch, `protocol version ${PROTOCOL_VERSION} required`);
+    }
+    if (frame.nonce !== att.nonce || frame.minerId !== att.minerId || !(await this.verify(frame))) {
+      log.warn("miner.auth_failed", { component: "MinerSession", minerId: att.minerId });
+      return ws.close(CloseCode.authFailed, "authentication failed");
+    }
+    // A new connection from the same miner replaces the old one.
+    for (const other of this.ctx.getWebSockets()) {
+      if (other !== ws && attachmentOf(other)?.state === "ready") {
+        this.closeSession(other, CloseCode.replaced, "replaced by a new connection");
+      }
+    }
+    const ready: Attachment = { ...att, state: "ready" };
+    ws.serializeAttachment(ready);
+    send(ws, { type: "welcome", minerId: att.minerId, sessionId: att.sessionId });
+    log.info("miner.connected", { component: "MinerSession", minerId: att.minerId });
+    await drizzle(this.env.DB).update(miners).set({ lastSeenAt: Date.now() }).where(eq(miners.id, att.minerId));
+  }
+
+  private async verify(frame: Extract<AgentFrame, { type: "auth" }>): Promise<boolean> {
+    switch (frame.credential.type) {
+      case "token": {
+        const hash = await sha256Hex(frame.credential.token);
+        const row = await drizzle(this.env.DB)
+          .select({ id: miners.id })
+          .from(miners)
+          .where(and(eq(miners.id, frame.minerId), eq(miners.tokenHash, hash), eq(miners.status, "active")))
+          .get();
+        return row !== undefined;
+      }
+    }
+  }
+
+  private async onFrame(ws: WebSocket, att: Attachment, frame: AgentFrame): Promise<void> {
+    switch (frame.type) {
+      case "capacity":
+        return this.announce(ws, att, frame.instances);
+      case "chunk":
+      case "done":
+      case "error":
+        return this.deliver(att, frame);
+      case "ping":
+        return send(ws, { type: "pong", t: frame.t });
+      case "pong":
+        return;
+      case "auth":
+        return this.closeSession(ws, CloseCode.policyViolation, "already authenticated");
+    }
+  }
+
+  /** Register the announced instances with their chutes' routers (chutes named as clients name them). */
+  private async announce(ws: WebSocket, att: Attachment, announced: InstanceAnnouncement[]): Promise<void> {
+    const names = [...new Set(announced.map((i) => i.chute))];
+    const known = names.length
+      ? await drizzle(this.env.DB).select({ id: chutes.id, name: chutes.name }).from(chutes).where(inArray(chutes.name, names))
+      : [];
+    const idByName = new Map(known.map((c) => [c.name, c.id]));
+    const instances: InstanceAnnouncement[] = [];
+    for (const inst of announced) {
+      const id = idByName.get(inst.chute);
+      if (id) instances.push({ ...inst, chute: id });
+      else log.warn("miner.unknown_chute", { component: "MinerSession", minerId: att.minerId, chute: inst.chute });
+    }
+    const current = attachmentOf(ws);
+    if (current?.sessionId !== att.sessionId || current.state !== "ready") return; // closed meanwhile
+    ws.serializeAttachment({ ...current, instances } satisfies Attachment);
+    const affected = new Set([...current.instances, ...instances].map((i) => i.chute));
+    await Promise.all(
+      [...affected].map((chute) =>
+        this.router(chute).register(
+          att.minerId,
+          instances.filter((i) => i.chute === chute).map((i) => ({ instanceId: i.instanceId, maxConcurrency: i.maxConcurrency })),
+        ),
+      ),
+    );
+    log.info("miner.capacity", { component: "MinerSession", minerId: att.minerId, instances: instances.length });
+  }
+
+  private deliver(att: Attachment, frame: JobEvent): void {
+    const job = this.jobs.get(frame.id);
+    if (!job || job.sessionId !== att.sessionId) return; // cancelled, or from an old session
+    job.controller.enqueue(encodeJobEvent(frame));
+    if (frame.type === "chunk") {
+      job.started = true;
+      return;
+    }
+    this.jobs.delete(frame.id);
+    job.controller.close();
+  }
+
+  /** Fail this socket's jobs and withdraw its instances from the routers. */
+  private endSession(ws: WebSocket): void {
+    const att = attachmentOf(ws);
+    if (!att || att.state !== "ready") return;
+    for (const [id, job] of this.jobs) {
+      if (job.sessionId !== att.sessionId) continue;
+      this.jobs.delete(id);
+      job.controller.enqueue(
+        encodeJobEvent({
+          type: "error",
+          id,
+          code: "miner_disconnected",
+          message: "The miner disconnected during the request.",
+          retryable: !job.started,
+        }),
+      );
+      job.controller.close();
+    }
+    for (const chute of new Set(att.instances.map((i) => i.chute))) {
+      this.ctx.waitUntil(this.router(chute).register(att.minerId, []));
+    }
+    ws.serializeAttachment({ ...att, state: "challenged", instances: [] } satisfies Attachment);
+  }
+
+  private closeSession(ws: WebSocket, code: number, reason: string): void {
+    this.endSession(ws);
+    ws.close(code, reason);
+  }
+
+  private readySocket(): WebSocket | undefined {
+    return this.ctx.getWebSockets().find((ws) => attachmentOf(ws)?.state === "ready");
+  }
+
+  private router(chute: string) {
+    return this.env.CHUTE_ROUTER.get(this.env.CHUTE_ROUTER.idFromName(chute));
+  }
+}
+
+function attachmentOf(ws: WebSocket): Attachment | null {
+  return (ws.deserializeAttachment() as Attachment | null) ?? null;
+}
+
+function send(ws: WebSocket, frame: GatewayFrame): void {
+  ws.send(JSON.stringify(frame));
+}
+
+function errorStream(code: "miner_disconnected" | "invalid_request", message: string): ReadableStream<Uint8Array> {
+  const bytes = encodeJobEvent({ type: "error", id: "", code, message, retryable: true });
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(bytes);
+      controller.close();
+    },
+  });
+}

@@ -1,0 +1,176 @@
+import WebSocket from "ws";
+import {
+  CloseCode,
+  MAX_FRAME_BYTES,
+  PROTOCOL_VERSION,
+  parseGatewayFrame,
+  type AgentFrame,
+  type GatewayFrame,
+} from "../protocol/index.ts";
+import { log } from "./log.ts";
+
+export interface ConnectionOptions {
+  gateway: string;
+  minerId: string;
+  token: string;
+  /** Called after the gateway accepted the agent (on every reconnect). */
+  onReady: () => void;
+  onFrame: (frame: Extract<GatewayFrame, { type: "job" | "cancel" }>) => void;
+  /** Called when an authenticated connection is lost; in-flight jobs are gone with it. */
+  onLost: () => void;
+}
+
+const HEARTBEAT_MS = 10_000;
+/** No frame at all from the gateway for this long: the connection is presumed dead. */
+const DEAD_AFTER_MS = 30_000;
+const BACKOFF_MIN_MS = 250;
+const BACKOFF_MAX_MS = 15_000;
+const HEARTBEAT = JSON.stringify({ type: "ping", t: 0 });
+
+/**
+ * The agent's outbound WebSocket to the gateway: challenge/response authentication,
+ * heartbeats, and reconnection with jittered exponential backoff.
+ */
+export class GatewayConnection {
+  private ws: WebSocket | null = null;
+  private ready = false;
+  private stopped = false;
+  private failures = 0;
+  private lastSeen = 0;
+  private heartbeat: NodeJS.Timeout | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly opts: ConnectionOptions) {}
+
+  get isReady(): boolean {
+    return this.ready;
+  }
+
+  /** Bytes queued on the socket, not yet sent. */
+  get bufferedAmount(): number {
+    return this.ws?.bufferedAmount ?? 0;
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.connect();
+  }
+
+  /** Send a frame; false when not connected. Frames are bounded in size. */
+  send(frame: AgentFrame): boolean {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    const text = JSON.stringify(frame);
+    if (Buffer.byteLength(text) > MAX_FRAME_BYTES) {
+      log.error("frame.too_large", { type: frame.type, bytes: Buffer.byteLength(text) });
+      return false;
+    }
+    this.ws.send(text);
+    return true;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    const ws = this.ws;
+    if (!ws || ws.readyState === WebSocket.CLOSED) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        ws.terminate();
+        resolve();
+      }, 2_000);
+      ws.once("close", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      ws.close(CloseCode.goingAway, "agent stopping");
+    });
+  }
+
+  private connect(): void {
+    const url = new URL("/v1/miners/connect", this.opts.gateway);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    url.searchParams.set("miner", this.opts.minerId);
+    const ws = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES, handshakeTimeout: 10_000 });
+    this.ws = ws;
+    this.lastSeen = Date.now();
+    ws.on("open", () => log.info("gateway.open", { url: url.origin }));
+    ws.on("message", (data, isBinary) => this.onMessage(ws, isBinary ? "" : data.toString()));
+    ws.on("error", (err) => log.warn("gateway.error", { error: err.message }));
+    ws.on("close", (code, reason) => this.onClose(ws, code, reason.toString()));
+  }
+
+  private onMessage(ws: WebSocket, text: string): void {
+    this.lastSeen = Date.now();
+    const parsed = parseGatewayFrame(text);
+    if (!parsed.ok) {
+      log.error("gateway.frame_invalid", { error: parsed.error });
+      ws.close(CloseCode.protocolError, "malformed frame");
+      return;
+    }
+    const frame = parsed.frame;
+    switch (frame.type) {
+      case "challenge":
+        if (frame.v !== PROTOCOL_VERSION) {
+          log.error("gateway.version_mismatch", { gateway: frame.v, agent: PROTOCOL_VERSION });
+          ws.close(CloseCode.versionMismatch, "protocol version mismatch");
+          return;
+        }
+        this.send({
+          type: "auth",
+          v: PROTOCOL_VERSION,
+          minerId: this.opts.minerId,
+          nonce: frame.nonce,
+          credential: { type: "token", token: this.opts.token },
+        });
+        return;
+      case "welcome":
+        this.ready = true;
+        this.failures = 0;
+        this.startHeartbeat(ws);
+        log.info("gateway.connected", { minerId: frame.minerId, sessionId: frame.sessionId });
+        this.opts.onReady();
+        return;
+      case "ping":
+        this.send({ type: "pong", t: frame.t });
+        return;
+      case "pong":
+        return;
+      case "job":
+      case "cancel":
+        this.opts.onFrame(frame);
+    }
+  }
+
+  private onClose(ws: WebSocket, code: number, reason: string): void {
+    if (ws !== this.ws) return;
+    const wasReady = this.ready;
+    this.ready = false;
+    this.ws = null;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    log.warn("gateway.closed", { code, reason });
+    if (wasReady) this.opts.onLost();
+    if (this.stopped) return;
+    if (code === CloseCode.versionMismatch) {
+      log.error("gateway.giving_up", { reason: "protocol version mismatch" });
+      return;
+    }
+    this.failures++;
+    const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(this.failures, 10));
+    const delay = Math.round(cap / 2 + Math.random() * (cap / 2));
+    log.info("gateway.reconnecting", { inMs: delay, attempt: this.failures });
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  private startHeartbeat(ws: WebSocket): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = setInterval(() => {
+      if (Date.now() - this.lastSeen > DEAD_AFTER_MS) {
+        log.warn("gateway.unresponsive", { silentMs: Date.now() - this.lastSeen });
+        ws.terminate();
+        return;
+      }
+      if (ws.readyState === WebSocket.OPEN) ws.send(HEARTBEAT);
+    }, HEARTBEAT_MS);
+    this.heartbeat.unref();
+  }
+}

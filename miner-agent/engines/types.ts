@@ -1,0 +1,73 @@
+import type { JobSpec, FinishReason } from "../../protocol/index.ts";
+
+/** Engine kinds the agent can run, as a literal union (never a free string). */
+export type EngineKind = "llama-cpp" | "openai-upstream";
+
+export interface LlamaCppEngineConfig {
+  kind: "llama-cpp";
+  /** Path to a GGUF file. */
+  modelPath: string;
+  /** Parallel sequences = max concurrent requests on this instance. */
+  parallel: number;
+  /** Context size per sequence, in tokens. */
+  contextSize: number;
+  /** CPU threads for llama.cpp; 1 on small hosts (its default oversubscribes). */
+  threads?: number;
+  /** Use a GPU when the host has one ("auto"), or force CPU (false). */
+  gpu?: "auto" | false;
+}
+
+export interface OpenAIUpstreamEngineConfig {
+  kind: "openai-upstream";
+  /** Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (vLLM, SGLang, llama-server). */
+  baseURL: string;
+  /** Model name to send upstream. */
+  model: string;
+  apiKey?: string;
+  /** Max concurrent requests the agent sends upstream. */
+  parallel: number;
+  /** Abort a request that has produced nothing for this long (ms). */
+  idleTimeoutMs?: number;
+}
+
+export type EngineConfig = LlamaCppEngineConfig | OpenAIUpstreamEngineConfig;
+
+export interface GenerateHooks {
+  /** Called for every piece of generated text with the number of tokens it holds (>= 1). */
+  onDelta(text: string, tokens: number): void;
+  /** Aborted when the client went away or the gateway cancelled the job. */
+  signal: AbortSignal;
+}
+
+export interface GenerateResult {
+  finishReason: FinishReason;
+  /** Tokens of the whole rendered prompt (not only the part that missed the KV cache). */
+  promptTokens: number;
+  completionTokens: number;
+}
+
+/** Thrown by engines for failures the gateway should see with a code. */
+export class EngineError extends Error {
+  constructor(
+    message: string,
+    /** True when no token was produced yet, so the gateway may retry elsewhere. */
+    readonly retryable: boolean,
+  ) {
+    super(message);
+    this.name = "EngineError";
+  }
+}
+
+export interface Engine {
+  readonly kind: EngineKind;
+  /** Max concurrent generate() calls; callers never exceed it. */
+  readonly capacity: number;
+  /**
+   * Generate for one job. Stop strings are honoured (never emitted). When `signal` aborts,
+   * generation stops promptly and the promise rejects with an AbortError (or resolves); the
+   * caller ignores the result of an aborted job.
+   */
+  generate(spec: JobSpec, hooks: GenerateHooks): Promise<GenerateResult>;
+  /** Free the model / connections. */
+  close(): Promise<void>;
+}

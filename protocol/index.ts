@@ -1,0 +1,3 @@
+export * from "./errors.ts";
+export * from "./inference.ts";
+export * from "./messages.ts";

@@ -1,0 +1,100 @@
+import { createHash, randomBytes, randomUUID } from "node:crypto";
+
+/**
+ * The catalog rows a local platform starts with: an account with an API key, a chute, and a
+ * registered miner with its secret token. Used by `npm start` (through wrangler) and the tests
+ * (through Miniflare), so both run the same seed.
+ */
+export interface SeedChute {
+  id: string;
+  name: string;
+  modelRef: string;
+  engine: "llama-cpp" | "openai-upstream";
+  contextLength: number;
+  maxOutputTokens: number;
+  promptPriceNanoPerM: number;
+  completionPriceNanoPerM: number;
+  concurrency: number;
+}
+
+export interface SeedMiner {
+  id: string;
+  token: string;
+}
+
+export interface Seed {
+  accountId: string;
+  apiKey: string;
+  apiKeyId: string;
+  creditNano: number;
+  chutes: SeedChute[];
+  miners: SeedMiner[];
+}
+
+export const sha256Hex = (s: string): string => createHash("sha256").update(s).digest("hex");
+
+/** A new API key: `sk-sluice-` and 43 url-safe characters (256 random bits). */
+export function newApiKey(): string {
+  return `sk-sluice-${randomBytes(32).toString("base64url")}`;
+}
+
+export function newMinerToken(): string {
+  return `mt-${randomBytes(32).toString("base64url")}`;
+}
+
+export const TINY_CHUTE: SeedChute = {
+  id: "chute-tiny-chat",
+  name: "sluice/tiny-chat",
+  modelRef: "models/tiny-sluice.gguf",
+  engine: "llama-cpp",
+  contextLength: 2048,
+  maxOutputTokens: 1024,
+  promptPriceNanoPerM: 100_000_000, // $0.10 per million prompt tokens
+  completionPriceNanoPerM: 400_000_000, // $0.40 per million completion tokens
+  concurrency: 4,
+};
+
+export function makeSeed(opts: { chutes?: SeedChute[]; minerIds?: string[]; creditUsd?: number } = {}): Seed {
+  return {
+    accountId: "acct-dev",
+    apiKey: newApiKey(),
+    apiKeyId: `key-${randomUUID()}`,
+    creditNano: Math.round((opts.creditUsd ?? 10) * 1e9),
+    chutes: opts.chutes ?? [TINY_CHUTE],
+    miners: (opts.minerIds ?? ["miner-dev"]).map((id) => ({ id, token: newMinerToken() })),
+  };
+}
+
+const q = (v: string | number): string => (typeof v === "number" ? String(Math.trunc(v)) : `'${v.replaceAll("'", "''")}'`);
+
+/** Idempotent SQL: re-running it keeps existing rows and adds the new key and miner tokens. */
+export function seedStatements(seed: Seed): string[] {
+  const out = [
+    `INSERT OR IGNORE INTO accounts (id, name, credit_nano) VALUES (${q(seed.accountId)}, 'dev', ${q(seed.creditNano)})`,
+    `INSERT OR IGNORE INTO api_keys (id, account_id, name, prefix, hash, scopes) VALUES (${q(seed.apiKeyId)}, ${q(seed.accountId)}, 'dev', ${q(seed.apiKey.slice(0, 14))}, ${q(sha256Hex(seed.apiKey))}, '["invoke"]')`,
+  ];
+  for (const c of seed.chutes) {
+    out.push(
+      `INSERT OR REPLACE INTO chutes (id, name, owner_account_id, model_ref, engine, context_length, max_output_tokens, prompt_price_nano_per_m, completion_price_nano_per_m, concurrency, min_instances, max_instances, public) VALUES (${[
+        c.id,
+        c.name,
+        seed.accountId,
+        c.modelRef,
+        c.engine,
+        c.contextLength,
+        c.maxOutputTokens,
+        c.promptPriceNanoPerM,
+        c.completionPriceNanoPerM,
+        c.concurrency,
+      ]
+        .map(q)
+        .join(", ")}, 1, 1, 1)`,
+    );
+  }
+  for (const m of seed.miners) {
+    out.push(
+      `INSERT INTO miners (id, name, token_hash) VALUES (${q(m.id)}, ${q(m.id)}, ${q(sha256Hex(m.token))}) ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash`,
+    );
+  }
+  return out;
+}

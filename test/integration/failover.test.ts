@@ -1,0 +1,105 @@
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startAgent, type AgentProcess } from "../support/agent-process.ts";
+import { startGateway, type Gateway } from "../support/gateway.ts";
+import { waitForInstances } from "../support/router.ts";
+import { startUpstreamDouble, type UpstreamDouble } from "../support/upstream-double.ts";
+import { makeSeed, TINY_CHUTE } from "../../scripts/lib/seed.ts";
+
+/**
+ * Agents die: before the first token the request moves to another agent invisibly; after it the
+ * stream ends with an error event and nothing hangs. Agents here forward to an upstream test
+ * double (standing in for vLLM) so a failure can be staged at an exact point.
+ */
+let gw: Gateway;
+let client: OpenAI;
+const upstreams: UpstreamDouble[] = [];
+const agents: AgentProcess[] = [];
+
+function upstreamAgent(minerId: string, upstream: UpstreamDouble, parallel: number): Promise<AgentProcess> {
+  const token = gw.seed.miners.find((m) => m.id === minerId)!.token;
+  return startAgent({
+    gateway: gw.url,
+    minerId,
+    token,
+    engine: { kind: "openai-upstream", baseURL: upstream.url, model: "upstream-model", parallel },
+  }).then((a) => (agents.push(a), a));
+}
+
+async function double(opts: Parameters<typeof startUpstreamDouble>[0]): Promise<UpstreamDouble> {
+  const u = await startUpstreamDouble(opts);
+  upstreams.push(u);
+  return u;
+}
+
+beforeAll(async () => {
+  gw = await startGateway({ seed: makeSeed({ minerIds: ["miner-a", "miner-b", "miner-c"] }) });
+  client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
+});
+afterAll(async () => {
+  for (const a of agents) a.kill();
+  await Promise.all(upstreams.map((u) => u.close()));
+  await gw?.close();
+});
+
+describe("agent failures", () => {
+  it("an agent killed before the first token: the request is retried on a second agent", async () => {
+    const stalled = await double({ stallBeforeFirstToken: true });
+    const healthy = await double({});
+    const a = await upstreamAgent("miner-a", stalled, 8); // more free slots: the router prefers it
+    await upstreamAgent("miner-b", healthy, 1);
+    await waitForInstances(gw, TINY_CHUTE.id, 2);
+
+    stalled.events.once("request", () => a.kill("SIGKILL"));
+    const stream = await client.chat.completions.create({
+      model: TINY_CHUTE.name,
+      messages: [{ role: "user", content: "hello" }],
+      max_tokens: 5,
+      stream: true,
+    });
+    let text = "";
+    let finish: string | null = null;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? "";
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    expect(stalled.requests).toHaveLength(1);
+    expect(healthy.requests).toHaveLength(1);
+    expect(text.trim().split(/\s+/)).toHaveLength(5);
+    expect(finish).toBe("length");
+    await expect.poll(() => gw.db.prepare("SELECT attempts, outcome, miner_id FROM invocations WHERE outcome = 'ok'").first()).toMatchObject({
+      attempts: 2,
+      miner_id: "miner-b",
+    });
+    await waitForInstances(gw, TINY_CHUTE.id, 1);
+  });
+
+  it("an agent killed mid-stream: the stream ends with an error event, nothing hangs", async () => {
+    const stalling = await double({ stallAfterTokens: 3 });
+    const c = await upstreamAgent("miner-c", stalling, 8);
+    await waitForInstances(gw, TINY_CHUTE.id, 2);
+
+    const stream = await client.chat.completions.create({
+      model: TINY_CHUTE.name,
+      messages: [{ role: "user", content: "hello" }],
+      max_tokens: 50,
+      stream: true,
+    });
+    let text = "";
+    const started = Date.now();
+    const err = await (async () => {
+      for await (const chunk of stream) {
+        text += chunk.choices[0]?.delta.content ?? "";
+        // The upstream stalls after 3 tokens; once all 3 arrived, the agent dies.
+        if (text.trim().split(/\s+/).length === 3) c.kill("SIGKILL");
+      }
+    })().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    expect(String((err as Error).message)).toMatch(/miner/i);
+    expect(text.trim().split(/\s+/)).toHaveLength(3);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    await expect
+      .poll(() => gw.db.prepare("SELECT outcome, error_code, completion_tokens FROM invocations WHERE miner_id = 'miner-c'").first())
+      .toMatchObject({ outcome: "error", error_code: "miner_disconnected", completion_tokens: 3 });
+  });
+});

@@ -1,0 +1,50 @@
+import { Miniflare } from "miniflare";
+import { migrationStatements } from "../../scripts/lib/migrations.ts";
+import { makeSeed, seedStatements, type Seed } from "../../scripts/lib/seed.ts";
+import { ROOT, WORKER_BUNDLE } from "./paths.ts";
+
+export interface Gateway {
+  url: string;
+  /** OpenAI base URL (`<url>/v1`). */
+  baseURL: string;
+  mf: Miniflare;
+  seed: Seed;
+  db: D1Database;
+  close(): Promise<void>;
+}
+
+export interface GatewayOptions {
+  seed?: Seed;
+  vars?: Partial<Record<"MAX_BODY_BYTES" | "QUEUE_WAIT_MS" | "FIRST_TOKEN_TIMEOUT_MS", string>>;
+}
+
+/**
+ * The real gateway Worker (bundled by wrangler) in workerd through Miniflare, with an
+ * in-memory D1 migrated from `migrations/` and seeded like `npm start` seeds it.
+ */
+export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> {
+  const seed = opts.seed ?? makeSeed();
+  const mf = new Miniflare({
+    host: "127.0.0.1",
+    port: 0,
+    modules: true,
+    scriptPath: WORKER_BUNDLE,
+    compatibilityDate: "2025-12-01",
+    d1Databases: { DB: "sluice-test" },
+    durableObjects: {
+      CHUTE_ROUTER: { className: "ChuteRouter", useSQLite: true },
+      MINER_SESSION: { className: "MinerSession", useSQLite: true },
+    },
+    bindings: {
+      MAX_BODY_BYTES: "1048576",
+      QUEUE_WAIT_MS: "2000",
+      FIRST_TOKEN_TIMEOUT_MS: "120000",
+      ...opts.vars,
+    },
+  });
+  const url = (await mf.ready).toString().replace(/\/$/, "");
+  const db = (await mf.getD1Database("DB")) as unknown as D1Database;
+  const statements = [...(await migrationStatements(`${ROOT}/migrations`)), ...seedStatements(seed)];
+  await db.batch(statements.map((s) => db.prepare(s)));
+  return { url, baseURL: `${url}/v1`, mf, seed, db, close: () => mf.dispose() };
+}

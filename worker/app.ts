@@ -1,0 +1,35 @@
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
+import { requestId } from "hono/request-id";
+import type { AppEnv } from "./env.ts";
+import { numberVar } from "./env.ts";
+import { ApiError, handleError } from "./errors.ts";
+import { inferenceRoutes } from "./routes/inference.ts";
+import { minerRoutes } from "./routes/miners.ts";
+import { modelRoutes } from "./routes/models.ts";
+
+const DEFAULT_MAX_BODY_BYTES = 1 << 20;
+
+export const app = new Hono<AppEnv>();
+
+app.use(requestId({ headerName: "x-request-id" }));
+app.use("/v1/*", cors({ origin: "*", exposeHeaders: ["x-request-id", "retry-after"], maxAge: 86400 }));
+app.use("/v1/*", (c, next) =>
+  bodyLimit({
+    maxSize: numberVar(c.env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES),
+    onError: () => {
+      throw new ApiError("payload_too_large", "The request body is too large.");
+    },
+  })(c, next),
+);
+
+app.get("/health", (c) => c.json({ ok: true }));
+app.route("/v1/models", modelRoutes);
+app.route("/v1/miners", minerRoutes);
+app.route("/v1", inferenceRoutes);
+
+app.notFound((c) => {
+  throw new ApiError("not_found", `Unknown request URL: ${c.req.method} ${c.req.path}.`);
+});
+app.onError(handleError);

@@ -1,0 +1,6 @@
+import { app } from "./app.ts";
+
+export { ChuteRouter } from "../durable-objects/chute-router.ts";
+export { MinerSession } from "../durable-objects/miner-session.ts";
+
+export default app satisfies ExportedHandler<Env>;

@@ -1,0 +1,119 @@
+import type { JobEvent } from "../../protocol/index.ts";
+import { JobEventReader } from "../../durable-objects/job-events.ts";
+import { ApiError } from "../errors.ts";
+import type { ChuteRecord } from "../catalog/types.ts";
+import type { NormalizedRequest } from "./normalize.ts";
+
+/** At most this many instances are tried for one request before the first token. */
+export const MAX_ATTEMPTS = 3;
+
+export interface DispatchOptions {
+  env: Env;
+  chute: ChuteRecord;
+  request: NormalizedRequest;
+  jobId: string;
+  traceId: string;
+  queueWaitMs: number;
+  /** Epoch ms by which the first token must have arrived (across retries). */
+  deadline: number;
+}
+
+/** A job that has produced its first event on some instance; the rest is read from `events`. */
+export interface Dispatched {
+  first: Extract<JobEvent, { type: "chunk" | "done" }>;
+  events: JobEventReader;
+  instanceId: string;
+  minerId: string;
+  attempts: number;
+  /** Give the router slot back; safe to call more than once. */
+  release(): Promise<void>;
+  /** Ask the agent to stop generating. */
+  cancel(): Promise<void>;
+}
+
+/**
+ * Pick an instance, send the job, and wait for its first event. A failure before the first
+ * token is retried on another instance, invisibly to the client (the response has not started).
+ */
+export async function dispatch(opts: DispatchOptions): Promise<Dispatched> {
+  const { env, chute } = opts;
+  const router = env.CHUTE_ROUTER.get(env.CHUTE_ROUTER.idFromName(chute.id));
+  const avoid: string[] = [];
+  for (let attempt = 1; ; attempt++) {
+    const lease = await router.acquire({ avoid, waitMs: opts.queueWaitMs });
+    if (!lease.ok) throw leaseError(lease.code, chute.name, attempt > 1);
+    let released = false;
+    const release = async () => {
+      if (released) return;
+      released = true;
+      await router.release(lease.leaseId);
+    };
+    const session = env.MINER_SESSION.get(env.MINER_SESSION.idFromName(lease.minerId));
+    const cancel = async () => {
+      await session.cancelJob(opts.jobId);
+    };
+    const first = await firstEvent(opts, session, lease.instanceId, cancel);
+    if (first.type === "chunk" || first.type === "done") {
+      return { first, events: first.reader, instanceId: lease.instanceId, minerId: lease.minerId, attempts: attempt, release, cancel };
+    }
+    await release();
+    if (first.error.code === "miner_disconnected") {
+      await router.unregisterInstance(lease.instanceId, lease.minerId);
+    }
+    if (!first.retryable || attempt >= MAX_ATTEMPTS) throw first.error;
+    avoid.push(lease.instanceId);
+  }
+}
+
+type First =
+  | (Extract<JobEvent, { type: "chunk" | "done" }> & { reader: JobEventReader })
+  | { type: "failed"; error: ApiError; retryable: boolean };
+
+async function firstEvent(
+  opts: DispatchOptions,
+  session: DurableObjectStub<import("../../durable-objects/miner-session.ts").MinerSession>,
+  instanceId: string,
+  cancel: () => Promise<void>,
+): Promise<First> {
+  let reader: JobEventReader;
+  try {
+    const stream = await session.startJob({ id: opts.jobId, instanceId, spec: opts.request.spec, traceId: opts.traceId });
+    reader = new JobEventReader(stream);
+  } catch {
+    return failed("miner_disconnected", "The miner could not be reached.", true);
+  }
+  const remaining = opts.deadline - Date.now();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), Math.max(0, remaining));
+  });
+  try {
+    const ev = await Promise.race([reader.next(), timeout]);
+    if (ev === "timeout") {
+      await cancel().catch(() => undefined);
+      await reader.cancel();
+      return failed("upstream_timeout", "The model did not start answering in time.", false);
+    }
+    if (ev === null) return failed("miner_disconnected", "The miner closed the job without an answer.", true);
+    if (ev.type === "error") return failed(ev.code, ev.message, ev.retryable);
+    return { ...ev, reader };
+  } catch {
+    return failed("bad_upstream_response", "The miner sent an invalid response.", true);
+  } finally {
+    if (timer !== undefined) clearTimeout(timer);
+  }
+}
+
+function failed(code: ApiError["code"], message: string, retryable: boolean): First {
+  return { type: "failed", error: new ApiError(code, message), retryable };
+}
+
+function leaseError(code: "no_capacity" | "capacity_exceeded", model: string, retried: boolean): ApiError {
+  if (code === "no_capacity") {
+    const why = retried ? "No other miner could take over the request" : "No miner is serving";
+    return new ApiError("no_capacity", `${why} for model '${model}'. Try again shortly.`, null, { "retry-after": "5" });
+  }
+  return new ApiError("capacity_exceeded", `Model '${model}' is at capacity. Try again shortly.`, null, {
+    "retry-after": "1",
+  });
+}
