@@ -98,11 +98,16 @@ export class MinerSession extends DurableObject<Env> {
     return stream;
   }
 
-  /** The client went away: tell the agent to stop generating. Idempotent. */
+  /** The client went away: tell the agent to stop generating and end the job's stream. Idempotent. */
   cancelJob(id: string): void {
     const job = this.jobs.get(id);
     if (!job) return;
     this.jobs.delete(id);
+    try {
+      job.controller.close();
+    } catch {
+      // the reader already cancelled the stream
+    }
     const ws = this.readySocket();
     if (ws && attachmentOf(ws)?.sessionId === job.sessionId) send(ws, { type: "cancel", id });
   }

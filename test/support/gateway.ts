@@ -1,4 +1,6 @@
+import type { D1Database } from "@cloudflare/workers-types/experimental";
 import { Miniflare } from "miniflare";
+import { unstable_getMiniflareWorkerOptions } from "wrangler";
 import { migrationStatements } from "../../scripts/lib/migrations.ts";
 import { makeSeed, seedStatements, type Seed } from "../../scripts/lib/seed.ts";
 import { ROOT, WORKER_BUNDLE } from "./paths.ts";
@@ -24,26 +26,21 @@ export interface GatewayOptions {
  */
 export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> {
   const seed = opts.seed ?? makeSeed();
+  // Compatibility settings, vars and Durable Objects exactly as wrangler.jsonc declares them.
+  const { workerOptions: fromConfig } = unstable_getMiniflareWorkerOptions(`${ROOT}/wrangler.jsonc`);
   const mf = new Miniflare({
     host: "127.0.0.1",
     port: 0,
     modules: true,
     scriptPath: WORKER_BUNDLE,
-    compatibilityDate: "2025-12-01",
+    compatibilityDate: fromConfig.compatibilityDate,
+    compatibilityFlags: fromConfig.compatibilityFlags,
+    durableObjects: fromConfig.durableObjects,
     d1Databases: { DB: "sluice-test" },
-    durableObjects: {
-      CHUTE_ROUTER: { className: "ChuteRouter", useSQLite: true },
-      MINER_SESSION: { className: "MinerSession", useSQLite: true },
-    },
-    bindings: {
-      MAX_BODY_BYTES: "1048576",
-      QUEUE_WAIT_MS: "2000",
-      FIRST_TOKEN_TIMEOUT_MS: "120000",
-      ...opts.vars,
-    },
+    bindings: { ...fromConfig.bindings, ...opts.vars },
   });
   const url = (await mf.ready).toString().replace(/\/$/, "");
-  const db = (await mf.getD1Database("DB")) as unknown as D1Database;
+  const db = await mf.getD1Database("DB");
   const statements = [...(await migrationStatements(`${ROOT}/migrations`)), ...seedStatements(seed)];
   await db.batch(statements.map((s) => db.prepare(s)));
   return { url, baseURL: `${url}/v1`, mf, seed, db, close: () => mf.dispose() };

@@ -3,7 +3,8 @@ import type { Gateway } from "./gateway.ts";
 /** The chute router's view, read through Miniflare (waits until `pred` holds). */
 export async function waitForInstances(gw: Gateway, chuteId: string, count: number, timeoutMs = 10_000): Promise<void> {
   const ns = await gw.mf.getDurableObjectNamespace("CHUTE_ROUTER");
-  const stub = ns.get(ns.idFromName(chuteId)) as unknown as { snapshot(): Promise<{ instances: unknown[] }> };
+  // Miniflare proxies RPC to the Durable Object; its types only describe fetch().
+  const stub = ns.get(ns.idFromName(chuteId)) as unknown as { snapshot(): Promise<{ instances: { instanceId: string; inflight: number }[] }> };
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const snap = await stub.snapshot();

@@ -1,4 +1,5 @@
 import type { JobEvent } from "../../protocol/index.ts";
+import type { MinerSession } from "../../durable-objects/miner-session.ts";
 import { JobEventReader } from "../../durable-objects/job-events.ts";
 import { ApiError } from "../errors.ts";
 import type { ChuteRecord } from "../catalog/types.ts";
@@ -71,7 +72,7 @@ type First =
 
 async function firstEvent(
   opts: DispatchOptions,
-  session: DurableObjectStub<import("../../durable-objects/miner-session.ts").MinerSession>,
+  session: DurableObjectStub<MinerSession>,
   instanceId: string,
   cancel: () => Promise<void>,
 ): Promise<First> {

@@ -62,7 +62,7 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
     );
   };
   const headers = { "x-request-id": c.get("requestId") };
-  const relay = { meta, job, startedAt, headers, onEnd };
+  const relay = { meta, job, startedAt, headers, onEnd, clientGone: c.req.raw.signal };
   return request.stream ? relayStream(relay) : relayComplete(relay);
 }
 

@@ -25,6 +25,8 @@ export interface RelayOptions {
   job: Dispatched;
   startedAt: number;
   headers: Record<string, string>;
+  /** Aborts when the client disconnects. */
+  clientGone: AbortSignal;
   /** Called exactly once when the job is over, however it ended. */
   onEnd: (outcome: JobOutcome) => void;
 }
@@ -37,7 +39,7 @@ class Tally {
   text = "";
   delivered = 0;
   ttftMs: number | null = null;
-  private ended = false;
+  ended = false;
 
   constructor(
     private readonly startedAt: number,
@@ -61,12 +63,25 @@ function failure(ev: Extract<JobEvent, { type: "error" }> | null): { code: keyof
   return ev ?? { code: "miner_disconnected", message: "The miner stopped answering during the request." };
 }
 
+/** When the client goes away: stop the engine and end the job as cancelled. */
+function onClientGone(opts: RelayOptions, tally: Tally, promptTokens: () => number): void {
+  const cancel = () => {
+    if (tally.ended) return;
+    tally.end({ outcome: "cancelled", errorCode: null, finishReason: null, promptTokens: promptTokens() });
+    void opts.job.cancel().catch(() => undefined);
+    void opts.job.events.cancel();
+  };
+  if (opts.clientGone.aborted) cancel();
+  else opts.clientGone.addEventListener("abort", cancel, { once: true });
+}
+
 /** Stream the job as OpenAI server-sent events. */
 export function relayStream(opts: RelayOptions): Response {
   const { meta, job } = opts;
   const tally = new Tally(opts.startedAt, opts.onEnd);
   let promptTokens = 0;
   let pending: JobEvent | null = opts.job.first;
+  onClientGone(opts, tally, () => promptTokens);
 
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
@@ -75,6 +90,7 @@ export function relayStream(opts: RelayOptions): Response {
     async pull(controller) {
       const ev = pending ?? (await job.events.next().catch(() => null));
       pending = null;
+      if (tally.ended) return controller.close(); // the client went away meanwhile
       if (ev?.type === "chunk") {
         tally.chunk(ev, false);
         controller.enqueue(sseEvent(streamChunk(meta, ev.text, null)));
@@ -96,6 +112,7 @@ export function relayStream(opts: RelayOptions): Response {
       controller.close();
     },
     async cancel() {
+      if (tally.ended) return;
       tally.end({ outcome: "cancelled", errorCode: null, finishReason: null, promptTokens });
       await job.cancel().catch(() => undefined);
       await job.events.cancel();
@@ -115,11 +132,13 @@ export function relayStream(opts: RelayOptions): Response {
 export async function relayComplete(opts: RelayOptions): Promise<Response> {
   const { meta, job } = opts;
   const tally = new Tally(opts.startedAt, opts.onEnd);
+  onClientGone(opts, tally, () => 0);
   let ev: JobEvent | null = job.first;
   while (ev?.type === "chunk") {
     tally.chunk(ev, true);
     ev = await job.events.next().catch(() => null);
   }
+  if (tally.ended) throw new ApiError("request_timeout", "The client closed the request.");
   if (ev?.type !== "done") {
     const err = failure(ev);
     tally.delivered = 0; // the client receives none of it, so none of it is billed

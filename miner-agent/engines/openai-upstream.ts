@@ -1,0 +1,248 @@
+import { z } from "zod";
+import type { FinishReason, JobSpec } from "../../protocol/index.ts";
+import { EngineError } from "./types.ts";
+import type { Engine, GenerateHooks, GenerateResult, OpenAIUpstreamEngineConfig } from "./types.ts";
+
+const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
+/** After `[DONE]` the body is drained (so the connection is reused) for at most this long. */
+const DRAIN_GRACE_MS = 1_000;
+
+const UsageSchema = z.object({ prompt_tokens: z.int().nonnegative(), completion_tokens: z.int().nonnegative() });
+const FinishSchema = z.string().nullish();
+const ChatChunk = z.object({
+  choices: z.array(z.object({ delta: z.object({ content: z.string().nullish() }), finish_reason: FinishSchema })),
+  usage: UsageSchema.nullish(),
+});
+const CompletionChunk = z.object({
+  choices: z.array(z.object({ text: z.string(), finish_reason: FinishSchema })),
+  usage: UsageSchema.nullish(),
+});
+/** Some servers (llama-server, vLLM) report mid-stream failures as `data: {"error": ...}`. */
+const ErrorChunk = z.object({ error: z.union([z.string(), z.object({ message: z.string() })]) });
+const ErrorBody = z.union([ErrorChunk, z.object({ message: z.string() })]);
+
+/**
+ * Incremental SSE parser (WHATWG event-stream rules, `data` field only): accepts text in
+ * arbitrary pieces, returns the data payload of every event completed by this piece.
+ */
+export class SseParser {
+  private buffer = "";
+  private data: string[] = [];
+
+  push(text: string): string[] {
+    const buffer = this.buffer + text;
+    const events: string[] = [];
+    const eol = /\r\n|\r|\n/g;
+    let start = 0;
+    for (let m = eol.exec(buffer); m; m = eol.exec(buffer)) {
+      // A lone trailing CR may be the first half of a CRLF split across reads.
+      if (m[0] === "\r" && m.index + 1 === buffer.length) break;
+      this.line(buffer.slice(start, m.index), events);
+      start = m.index + m[0].length;
+    }
+    this.buffer = buffer.slice(start);
+    return events;
+  }
+
+  /** End of stream: dispatch an event left without its terminating blank line. */
+  end(): string[] {
+    const events: string[] = [];
+    if (this.buffer !== "") this.line(this.buffer.replace(/\r$/, ""), events);
+    this.buffer = "";
+    this.line("", events);
+    return events;
+  }
+
+  private line(line: string, events: string[]): void {
+    if (line === "") {
+      if (this.data.length > 0) events.push(this.data.join("\n"));
+      this.data = [];
+    } else if (line.startsWith("data")) {
+      const rest = line.slice(4);
+      if (rest === "") this.data.push("");
+      else if (rest.startsWith(":")) this.data.push(rest.slice(rest.startsWith(": ") ? 2 : 1));
+    } // comments (":...") and other fields (event, id, retry) are ignored
+  }
+}
+
+function requestBody(spec: JobSpec, model: string): Record<string, unknown> {
+  const { maxTokens, temperature, topP, seed, stop } = spec.params;
+  const input = spec.kind === "chat" ? { messages: spec.messages } : { prompt: spec.prompt };
+  return {
+    model, ...input, stream: true, stream_options: { include_usage: true },
+    max_tokens: maxTokens, temperature, top_p: topP, seed, stop,
+  };
+}
+
+function estimatePromptTokens(spec: JobSpec): number {
+  const chars = spec.kind === "chat" ? spec.messages.reduce((n, m) => n + m.content.length, 0) : spec.prompt.length;
+  return Math.ceil(chars / 4);
+}
+
+function mapFinish(reason: string): FinishReason {
+  return reason === "length" ? "length" : "stop";
+}
+
+async function httpErrorMessage(res: Response): Promise<string> {
+  const text = await res.text().catch(() => "");
+  let message = text.trim().slice(0, 500);
+  try {
+    const body = ErrorBody.parse(JSON.parse(text));
+    message = "error" in body ? (typeof body.error === "string" ? body.error : body.error.message) : body.message;
+  } catch { /* not JSON: keep the raw text */ }
+  return `upstream HTTP ${res.status}${message ? `: ${message}` : ""}`;
+}
+
+function abortError(): DOMException {
+  return new DOMException("The operation was aborted", "AbortError");
+}
+
+function describe(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  return err.cause instanceof Error ? `${err.message}: ${err.cause.message}` : err.message;
+}
+
+class Generation {
+  private readonly controller = new AbortController();
+  private idleTimer: ReturnType<typeof setTimeout> | undefined;
+  private idle = false;
+  private done = false;
+  private ended = false;
+  private closed = false;
+  private contentChunks = 0;
+  private finish: string | undefined;
+  private usage: z.infer<typeof UsageSchema> | undefined;
+  private readonly onAbort = (): void => this.controller.abort();
+
+  constructor(
+    private readonly config: OpenAIUpstreamEngineConfig,
+    private readonly spec: JobSpec,
+    private readonly hooks: GenerateHooks,
+  ) {}
+
+  /** Engine closing: aborts the HTTP request (the upstream sees the connection close). */
+  cancel(): void {
+    this.closed = true;
+    this.controller.abort();
+  }
+
+  async run(): Promise<GenerateResult> {
+    if (this.hooks.signal.aborted) throw abortError();
+    this.hooks.signal.addEventListener("abort", this.onAbort, { once: true });
+    try {
+      this.touch();
+      await this.stream();
+      return this.result();
+    } catch (err) {
+      if (this.hooks.signal.aborted) throw abortError();
+      if (err instanceof EngineError) throw err;
+      if (this.done) return this.result(); // a server that keeps the body open after [DONE]
+      const idleMs = this.config.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+      const why = this.closed ? "engine closed"
+        : this.idle ? `upstream sent nothing for ${idleMs} ms` : `upstream request failed: ${describe(err)}`;
+      throw new EngineError(why, this.contentChunks === 0);
+    } finally {
+      clearTimeout(this.idleTimer);
+      this.hooks.signal.removeEventListener("abort", this.onAbort);
+      if (!this.ended) this.controller.abort(); // drops the connection: the upstream stops generating
+    }
+  }
+
+  private result(): GenerateResult {
+    return {
+      finishReason: mapFinish(this.finish ?? "stop"),
+      promptTokens: this.usage?.prompt_tokens ?? estimatePromptTokens(this.spec),
+      completionTokens: this.usage?.completion_tokens ?? this.contentChunks,
+    };
+  }
+
+  private touch(): void {
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      this.idle = true;
+      this.controller.abort();
+    }, this.done ? DRAIN_GRACE_MS : (this.config.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS));
+  }
+
+  private async stream(): Promise<void> {
+    const path = this.spec.kind === "chat" ? "chat/completions" : "completions";
+    const headers: Record<string, string> = { "content-type": "application/json", accept: "text/event-stream" };
+    if (this.config.apiKey) headers.authorization = `Bearer ${this.config.apiKey}`;
+    const res = await fetch(`${this.config.baseURL.replace(/\/+$/, "")}/${path}`, {
+      method: "POST", headers, body: JSON.stringify(requestBody(this.spec, this.config.model)),
+      signal: this.controller.signal,
+    });
+    this.touch();
+    if (!res.ok) throw new EngineError(await httpErrorMessage(res), true);
+    if (!res.body) throw new EngineError("upstream response has no body", true);
+    const parser = new SseParser();
+    const decoder = new TextDecoder();
+    const reader = res.body.getReader();
+    for (let read = await reader.read(); !read.done; read = await reader.read()) {
+      this.touch();
+      for (const data of parser.push(decoder.decode(read.value, { stream: true }))) this.event(data);
+    }
+    this.ended = true;
+    for (const data of parser.push(decoder.decode()).concat(parser.end())) this.event(data);
+    if (!this.done && this.finish === undefined) {
+      throw new EngineError("upstream stream ended before finishing", this.contentChunks === 0);
+    }
+  }
+
+  /** Handles one SSE data payload; anything after `[DONE]` is ignored. */
+  private event(data: string): void {
+    if (this.done) return;
+    if (data.trim() === "[DONE]") {
+      this.done = true;
+      this.touch();
+      return;
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(data);
+    } catch {
+      throw this.bad(`upstream sent a chunk that is not JSON: ${data.slice(0, 200)}`);
+    }
+    // Checked by hand first: a failing zod parse builds issue objects, too slow for every chunk.
+    const error = typeof json === "object" && json !== null && "error" in json ? ErrorChunk.safeParse(json) : undefined;
+    if (error?.success) {
+      const message = typeof error.data.error === "string" ? error.data.error : error.data.error.message;
+      throw this.bad(`upstream error: ${message}`);
+    }
+    const chunk = (this.spec.kind === "chat" ? ChatChunk : CompletionChunk).safeParse(json);
+    if (!chunk.success) throw this.bad(`upstream chunk has an unexpected shape: ${z.prettifyError(chunk.error)}`);
+    if (chunk.data.usage) this.usage = chunk.data.usage;
+    for (const choice of chunk.data.choices) {
+      const text = "delta" in choice ? choice.delta.content : choice.text;
+      if (text) {
+        this.contentChunks++;
+        this.hooks.onDelta(text, 1);
+      }
+      if (choice.finish_reason) this.finish = choice.finish_reason;
+    }
+  }
+
+  private bad(message: string): EngineError {
+    return new EngineError(message, this.contentChunks === 0);
+  }
+}
+
+export function createOpenAIUpstreamEngine(config: OpenAIUpstreamEngineConfig): Engine {
+  const active = new Set<Generation>();
+  return {
+    kind: "openai-upstream",
+    capacity: config.parallel,
+    async generate(spec, hooks) {
+      const generation = new Generation(config, spec, hooks);
+      active.add(generation);
+      try {
+        return await generation.run();
+      } finally {
+        active.delete(generation);
+      }
+    },
+    async close() {
+      for (const generation of active) generation.cancel();
+    },
+  };
+}

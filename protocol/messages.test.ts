@@ -1,0 +1,32 @@
+import { describe, expect, it } from "vitest";
+import { MAX_FRAME_BYTES, PROTOCOL_VERSION, parseAgentFrame, parseGatewayFrame } from "./index.ts";
+
+describe("wire protocol", () => {
+  it("parses well-formed frames in both directions", () => {
+    const auth = parseAgentFrame(
+      JSON.stringify({ type: "auth", v: PROTOCOL_VERSION, minerId: "m1", nonce: "n", credential: { type: "token", token: "x".repeat(20) } }),
+    );
+    expect(auth.ok && auth.frame.type).toBe("auth");
+    const chunk = parseAgentFrame(JSON.stringify({ type: "chunk", id: "j1", text: "hi", tokens: 2 }));
+    expect(chunk).toEqual({ ok: true, frame: { type: "chunk", id: "j1", text: "hi", tokens: 2 } });
+    const job = parseGatewayFrame(
+      JSON.stringify({ type: "job", id: "j1", instanceId: "i", spec: { kind: "completion", prompt: "p", params: { maxTokens: 4 } } }),
+    );
+    expect(job.ok).toBe(true);
+  });
+
+  it("refuses malformed frames with a reason", () => {
+    expect(parseAgentFrame("{nope").ok).toBe(false);
+    expect(parseAgentFrame(JSON.stringify({ type: "chunk", id: "j1", text: "x", tokens: 0 })).ok).toBe(false);
+    expect(parseAgentFrame(JSON.stringify({ type: "teleport" })).ok).toBe(false);
+    const badCode = parseAgentFrame(JSON.stringify({ type: "error", id: "j", code: "made_up", message: "m", retryable: true }));
+    expect(badCode.ok).toBe(false);
+    const r = parseAgentFrame(JSON.stringify({ type: "done", id: "j" }));
+    expect(r.ok === false && r.error).toMatch(/finishReason/);
+  });
+
+  it("refuses frames over the size bound", () => {
+    const big = JSON.stringify({ type: "chunk", id: "j", text: "x".repeat(MAX_FRAME_BYTES), tokens: 1 });
+    expect(parseAgentFrame(big)).toEqual({ ok: false, error: "frame too large" });
+  });
+});

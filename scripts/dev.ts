@@ -1,0 +1,145 @@
+/**
+ * `npm start`: the whole platform on this machine. The gateway Worker in workerd (wrangler dev)
+ * with its local D1 migrated and seeded and its Durable Objects; a funded dev account with an
+ * API key; one miner agent serving the tiny generated model with the built-in llama.cpp engine.
+ * Writes .sluice/dev.json and prints how to call it. Ctrl-C stops everything.
+ */
+import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { makeSeed, seedStatements, type Seed, TINY_CHUTE } from "./lib/seed.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
+const STATE = `${ROOT}/.sluice`;
+const PERSIST = `${STATE}/state`;
+const PORT = Number(process.env.PORT ?? 8787);
+const ORIGIN = `http://127.0.0.1:${PORT}`;
+const WRANGLER = `${ROOT}/node_modules/wrangler/bin/wrangler.js`;
+const wranglerEnv = { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" };
+
+const children: ChildProcess[] = [];
+
+function step(msg: string): void {
+  console.log(`\x1b[36m▸\x1b[0m ${msg}`);
+}
+
+function wrangler(args: string[]): void {
+  execFileSync(process.execPath, [WRANGLER, ...args], { cwd: ROOT, env: wranglerEnv, stdio: ["ignore", "ignore", "inherit"] });
+}
+
+/** Reuse the dev secrets across restarts (the local D1 keeps them), or make new ones. */
+function loadOrMakeSeed(): Seed {
+  const path = `${STATE}/secrets.json`;
+  if (existsSync(path)) return JSON.parse(readFileSync(path, "utf8")) as Seed;
+  const seed = makeSeed({ creditUsd: 10 });
+  writeFileSync(path, JSON.stringify(seed, null, 2), { mode: 0o600 });
+  return seed;
+}
+
+function run(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
+  const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+  children.push(child);
+  for (const stream of [child.stdout!, child.stderr!]) {
+    createInterface({ input: stream }).on("line", (line) => {
+      if (line.trim()) console.log(`\x1b[2m[${name}]\x1b[0m ${line}`);
+    });
+  }
+  child.on("exit", (code, signal) => {
+    if (!stopping) {
+      console.error(`${name} exited (${signal ?? code}); stopping.`);
+      void stop(1);
+    }
+  });
+  return child;
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`Timed out waiting for ${what}.`);
+}
+
+let stopping = false;
+async function stop(code: number): Promise<never> {
+  stopping = true;
+  for (const c of children.reverse()) c.kill("SIGTERM");
+  await Promise.all(
+    children.map((c) => (c.exitCode !== null ? null : new Promise((r) => { c.once("exit", r); setTimeout(() => { c.kill("SIGKILL"); r(null); }, 5000); }))),
+  );
+  process.exit(code);
+}
+process.on("SIGINT", () => void stop(0));
+process.on("SIGTERM", () => void stop(0));
+
+async function main(): Promise<void> {
+  mkdirSync(STATE, { recursive: true });
+  step("Generating the tiny model (models/tiny-sluice.gguf)");
+  execFileSync(process.execPath, [`${ROOT}/scripts/make-tiny-model.mjs`], { cwd: ROOT, stdio: "inherit" });
+
+  step("Migrating the local D1 database");
+  wrangler(["d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST]);
+  const seed = loadOrMakeSeed();
+  writeFileSync(`${STATE}/seed.sql`, seedStatements(seed).join(";\n") + ";\n");
+  step("Seeding the dev account, its API key, the chute and the miner");
+  wrangler(["d1", "execute", "DB", "--local", "--persist-to", PERSIST, "--file", `${STATE}/seed.sql`]);
+
+  step(`Starting the gateway (wrangler dev) on ${ORIGIN}`);
+  run("gateway", process.execPath, [WRANGLER, "dev", "--ip", "127.0.0.1", "--port", String(PORT), "--persist-to", PERSIST, "--log-level", "warn", "--show-interactive-dev-session=false"], wranglerEnv);
+  await waitFor("the gateway", async () => (await fetch(`${ORIGIN}/health`)).ok, 60_000);
+
+  const miner = seed.miners[0]!;
+  const agentConfig = {
+    gateway: ORIGIN,
+    minerId: miner.id,
+    token: miner.token,
+    chutes: [
+      {
+        chute: TINY_CHUTE.name,
+        engine: { kind: "llama-cpp", modelPath: `${ROOT}/${TINY_CHUTE.modelRef}`, parallel: TINY_CHUTE.concurrency, contextSize: TINY_CHUTE.contextLength, threads: 1 },
+      },
+    ],
+  };
+  writeFileSync(`${STATE}/agent.json`, JSON.stringify(agentConfig, null, 2), { mode: 0o600 });
+  step("Starting the miner agent (llama.cpp engine)");
+  run("miner", process.execPath, [`${ROOT}/miner-agent/bin/sluice-miner.mjs`, "run", "--config", `${STATE}/agent.json`], process.env);
+
+  const baseURL = `${ORIGIN}/v1`;
+  const dev = { baseURL, apiKey: seed.apiKey, model: TINY_CHUTE.name };
+  writeFileSync(`${STATE}/dev.json`, JSON.stringify(dev, null, 2) + "\n", { mode: 0o600 });
+  await waitFor(
+    "the miner to serve the model",
+    async () => {
+      const res = await fetch(`${baseURL}/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${seed.apiKey}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: dev.model, prompt: "ready", max_tokens: 1 }),
+      });
+      return res.ok;
+    },
+    120_000,
+  );
+  console.log(`
+\x1b[1mSluice is running.\x1b[0m
+  gateway   ${ORIGIN}  (workerd via wrangler dev; local D1 + Durable Objects in .sluice/state)
+  account   ${seed.accountId}, credit $${(seed.creditNano / 1e9).toFixed(2)}
+  miner     ${miner.id}, serving ${dev.model} with llama.cpp (models/tiny-sluice.gguf)
+  settings  .sluice/dev.json  (baseURL, apiKey, model)
+
+Try it:
+  curl ${baseURL}/chat/completions \\
+    -H "Authorization: Bearer ${seed.apiKey}" \\
+    -H "Content-Type: application/json" \\
+    -d '{"model":"${dev.model}","messages":[{"role":"user","content":"Hello!"}],"max_tokens":32,"stream":true}'
+
+Ctrl-C stops everything.
+`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.message : err);
+  void stop(1);
+});
