@@ -19,12 +19,39 @@ export class JobEventReader {
   private buffer = "";
   private queue: JobEvent[] = [];
 
-  constructor(stream: ReadableStream<Uint8Array>) {
+  constructor(
+    stream: ReadableStream<Uint8Array>,
+    /** A job silent for this long ends with an `upstream_timeout` error event. */
+    private readonly idleTimeoutMs = Infinity,
+  ) {
     this.reader = stream.getReader();
   }
 
   /** The next event, or null when the stream ended without one. */
   async next(): Promise<JobEvent | null> {
+    if (this.queue.length > 0 || this.idleTimeoutMs === Infinity) return this.read();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const idle = new Promise<JobEvent>((resolve) => {
+      timer = setTimeout(
+        () =>
+          resolve({
+            type: "error",
+            id: "",
+            code: "upstream_timeout",
+            message: `The model produced nothing for ${Math.round(this.idleTimeoutMs / 1000)} s.`,
+            retryable: false,
+          }),
+        this.idleTimeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([this.read(), idle]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async read(): Promise<JobEvent | null> {
     while (this.queue.length === 0) {
       const { done, value } = await this.reader.read();
       if (done) return null;

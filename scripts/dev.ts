@@ -6,6 +6,7 @@
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { makeSeed, seedStatements, type Seed, TINY_CHUTE } from "./lib/seed.ts";
@@ -75,8 +76,20 @@ async function stop(code: number): Promise<never> {
 process.on("SIGINT", () => void stop(0));
 process.on("SIGTERM", () => void stop(0));
 
+/**
+ * Miniflare fetches a sample `Request.cf` object from Cloudflare on start and caches it here;
+ * with no network that only prints an alarming stack trace, so give it a local one.
+ */
+function provideLocalCf(): void {
+  const path = `${ROOT}/node_modules/.mf/cf.json`;
+  if (existsSync(path)) return;
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, JSON.stringify({ colo: "LOCAL", country: "XX", asn: 0, clientTcpRtt: 0, httpProtocol: "HTTP/1.1" }));
+}
+
 async function main(): Promise<void> {
   mkdirSync(STATE, { recursive: true });
+  provideLocalCf();
   step("Generating the tiny model (models/tiny-sluice.gguf)");
   execFileSync(process.execPath, [`${ROOT}/scripts/make-tiny-model.mjs`], { cwd: ROOT, stdio: "inherit" });
 

@@ -33,7 +33,10 @@ async function double(opts: Parameters<typeof startUpstreamDouble>[0]): Promise<
 }
 
 beforeAll(async () => {
-  gw = await startGateway({ seed: makeSeed({ minerIds: ["miner-a", "miner-b", "miner-c"] }) });
+  gw = await startGateway({
+    seed: makeSeed({ minerIds: ["miner-a", "miner-b", "miner-c", "miner-d"] }),
+    vars: { STREAM_IDLE_TIMEOUT_MS: "1500" },
+  });
   client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
 });
 afterAll(async () => {
@@ -101,5 +104,30 @@ describe("agent failures", () => {
     await expect
       .poll(() => gw.db.prepare("SELECT outcome, error_code, completion_tokens FROM invocations WHERE miner_id = 'miner-c'").first())
       .toMatchObject({ outcome: "error", error_code: "miner_disconnected", completion_tokens: 3 });
+  });
+
+  it("a miner that goes silent mid-stream: the stream ends with an error after the idle timeout and the engine is cancelled", async () => {
+    for (const a of agents) a.kill();
+    await waitForInstances(gw, TINY_CHUTE.id, 0);
+    const silent = await double({ stallAfterTokens: 2 });
+    await upstreamAgent("miner-d", silent, 2);
+    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    const closed = new Promise((resolve) => silent.events.once("client-closed", resolve));
+    const stream = await client.chat.completions.create({
+      model: TINY_CHUTE.name,
+      messages: [{ role: "user", content: "hello" }],
+      max_tokens: 50,
+      stream: true,
+    });
+    const started = Date.now();
+    let text = "";
+    const err = await (async () => {
+      for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
+    })().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    expect((err as InstanceType<typeof OpenAI.APIError>).code).toBe("upstream_timeout");
+    expect(text.trim().split(/\s+/)).toHaveLength(2);
+    expect(Date.now() - started).toBeLessThan(8_000);
+    await closed; // the agent aborted its upstream request
   });
 });

@@ -32,6 +32,18 @@ export function tinyEngine(parallel = 4): EngineConfig {
 
 /** Starts a real `sluice-miner run` process and waits until the gateway accepted it. */
 export async function startAgent(opts: AgentOptions): Promise<AgentProcess> {
+  const agent = await spawnAgent(opts);
+  try {
+    await agent.waitFor((l) => l.event === "gateway.connected");
+  } catch (err) {
+    agent.kill();
+    throw err;
+  }
+  return agent;
+}
+
+/** Starts a real `sluice-miner run` process. */
+export async function spawnAgent(opts: AgentOptions): Promise<AgentProcess> {
   const dir = await mkdtemp(join(tmpdir(), "sluice-agent-"));
   const config = {
     gateway: opts.gateway,
@@ -80,7 +92,5 @@ export async function startAgent(opts: AgentOptions): Promise<AgentProcess> {
       });
     });
   };
-  const agent: AgentProcess = { child, logs, waitFor, kill: (s = "SIGKILL") => void child.kill(s), exited };
-  await waitFor((l) => l.event === "gateway.connected");
-  return agent;
+  return { child, logs, waitFor, kill: (s = "SIGKILL") => void child.kill(s), exited };
 }

@@ -1,5 +1,8 @@
 import type { D1Database } from "@cloudflare/workers-types/experimental";
-import { Miniflare } from "miniflare";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Miniflare, type MiniflareOptions } from "miniflare";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
 import { migrationStatements } from "../../scripts/lib/migrations.ts";
 import { makeSeed, seedStatements, type Seed } from "../../scripts/lib/seed.ts";
@@ -12,12 +15,14 @@ export interface Gateway {
   mf: Miniflare;
   seed: Seed;
   db: D1Database;
+  /** Reload the Worker as a hot reload or a deploy does: agent sockets drop, storage stays. */
+  reload(): Promise<void>;
   close(): Promise<void>;
 }
 
 export interface GatewayOptions {
   seed?: Seed;
-  vars?: Partial<Record<"MAX_BODY_BYTES" | "QUEUE_WAIT_MS" | "FIRST_TOKEN_TIMEOUT_MS", string>>;
+  vars?: Partial<Record<"MAX_BODY_BYTES" | "QUEUE_WAIT_MS" | "FIRST_TOKEN_TIMEOUT_MS" | "STREAM_IDLE_TIMEOUT_MS", string>>;
 }
 
 /**
@@ -28,7 +33,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   const seed = opts.seed ?? makeSeed();
   // Compatibility settings, vars and Durable Objects exactly as wrangler.jsonc declares them.
   const { workerOptions: fromConfig } = unstable_getMiniflareWorkerOptions(`${ROOT}/wrangler.jsonc`);
-  const mf = new Miniflare({
+  const persist = await mkdtemp(join(tmpdir(), "sluice-gw-"));
+  const options: MiniflareOptions = {
     host: "127.0.0.1",
     port: 0,
     modules: true,
@@ -38,10 +44,25 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     durableObjects: fromConfig.durableObjects,
     d1Databases: { DB: "sluice-test" },
     bindings: { ...fromConfig.bindings, ...opts.vars },
-  });
+    d1Persist: `${persist}/d1`,
+    durableObjectsPersist: `${persist}/do`,
+  };
+  const mf = new Miniflare(options);
   const url = (await mf.ready).toString().replace(/\/$/, "");
   const db = await mf.getD1Database("DB");
   const statements = [...(await migrationStatements(`${ROOT}/migrations`)), ...seedStatements(seed)];
   await db.batch(statements.map((s) => db.prepare(s)));
-  return { url, baseURL: `${url}/v1`, mf, seed, db, close: () => mf.dispose() };
+  const port = Number(new URL(url).port);
+  return {
+    url,
+    baseURL: `${url}/v1`,
+    mf,
+    seed,
+    db,
+    reload: () => mf.setOptions({ ...options, port }),
+    close: async () => {
+      await mf.dispose();
+      await rm(persist, { recursive: true, force: true });
+    },
+  };
 }

@@ -17,6 +17,8 @@ export interface DispatchOptions {
   queueWaitMs: number;
   /** Epoch ms by which the first token must have arrived (across retries). */
   deadline: number;
+  /** After the first token, a job silent for this long is ended with an error. */
+  idleTimeoutMs: number;
 }
 
 /** A job that has produced its first event on some instance; the rest is read from `events`. */
@@ -79,7 +81,7 @@ async function firstEvent(
   let reader: JobEventReader;
   try {
     const stream = await session.startJob({ id: opts.jobId, instanceId, spec: opts.request.spec, traceId: opts.traceId });
-    reader = new JobEventReader(stream);
+    reader = new JobEventReader(stream, opts.idleTimeoutMs);
   } catch {
     return failed("miner_disconnected", "The miner could not be reached.", true);
   }

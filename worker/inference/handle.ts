@@ -35,6 +35,7 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
     traceId: c.get("requestId"),
     queueWaitMs: numberVar(c.env.QUEUE_WAIT_MS, 2000),
     deadline: startedAt + numberVar(c.env.FIRST_TOKEN_TIMEOUT_MS, 120_000),
+    idleTimeoutMs: numberVar(c.env.STREAM_IDLE_TIMEOUT_MS, 120_000),
   }).catch((err: unknown) => {
     if (err instanceof ApiError) {
       void recordFailure(c, endpoint, request.stream, chute, meta.id, err, startedAt);

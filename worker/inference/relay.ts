@@ -107,6 +107,7 @@ export function relayStream(opts: RelayOptions): Response {
           sseEvent(errorChunk(meta, { message: err.message, type: ERROR_CODES[err.code].type, code: err.code })),
         );
         tally.end({ outcome: "error", errorCode: err.code, finishReason: "error", promptTokens });
+        void job.cancel().catch(() => undefined); // a silent job still holds the engine
       }
       controller.enqueue(SSE_DONE);
       controller.close();
@@ -143,6 +144,7 @@ export async function relayComplete(opts: RelayOptions): Promise<Response> {
     const err = failure(ev);
     tally.delivered = 0; // the client receives none of it, so none of it is billed
     tally.end({ outcome: "error", errorCode: err.code, finishReason: "error", promptTokens: 0 });
+    void job.cancel().catch(() => undefined);
     throw new ApiError(err.code, err.message);
   }
   const { promptTokens } = ev.usage;

@@ -1,0 +1,50 @@
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { spawnAgent, startAgent, type AgentProcess } from "../support/agent-process.ts";
+import { startGateway, type Gateway } from "../support/gateway.ts";
+import { waitForInstances } from "../support/router.ts";
+import { TINY_CHUTE } from "../../scripts/lib/seed.ts";
+
+/** The gateway goes away (a hot reload or deploy drops every agent socket): agents come back. */
+let gw: Gateway;
+let agent: AgentProcess;
+let client: OpenAI;
+
+beforeAll(async () => {
+  gw = await startGateway();
+  const m = gw.seed.miners[0]!;
+  agent = await startAgent({ gateway: gw.url, minerId: m.id, token: m.token });
+  await waitForInstances(gw, TINY_CHUTE.id, 1);
+  client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
+});
+afterAll(async () => {
+  agent?.kill();
+  await gw?.close();
+});
+
+const ask = () => client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
+
+describe("agent reconnection", () => {
+  it("reconnects with backoff after the gateway restarts, and serves again", async () => {
+    expect((await ask()).usage!.completion_tokens).toBe(4);
+    await gw.reload();
+    await agent.waitFor((l) => l.event === "gateway.closed");
+    await agent.waitFor((l) => l.event === "gateway.reconnecting");
+    const connections = () => agent.logs.filter((l) => l.event === "gateway.connected").length;
+    await expect.poll(connections, { timeout: 20_000 }).toBe(2);
+    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    expect((await ask()).usage!.completion_tokens).toBe(4);
+  });
+
+  it("refuses an agent with a wrong token, without disturbing the connected one", async () => {
+    const intruder = await spawnAgent({ gateway: gw.url, minerId: gw.seed.miners[0]!.id, token: "mt-" + "x".repeat(40) });
+    try {
+      const closed = await intruder.waitFor((l) => l.event === "gateway.closed");
+      expect(closed.code).toBe(4001);
+      expect(intruder.logs.some((l) => l.event === "gateway.connected")).toBe(false);
+    } finally {
+      intruder.kill();
+    }
+    expect((await ask()).usage!.completion_tokens).toBe(4);
+  });
+});
