@@ -1,29 +1,24 @@
 import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startAgent, tinyEngine, type AgentProcess } from "../support/agent-process.ts";
-import { startGateway, type Gateway } from "../support/gateway.ts";
-import { waitForInstances } from "../support/router.ts";
-import { makeSeed, TINY_CHUTE } from "../../scripts/lib/seed.ts";
+import type { AgentProcess } from "../support/agent-process.ts";
+import type { Gateway } from "../support/gateway.ts";
+import { startPlatform, type Platform } from "../support/platform.ts";
+import { TINY_CHUTE } from "../../scripts/lib/seed.ts";
 
 /** Concurrency on one agent, the bounded wait then 429, and cancellation on client disconnect. */
 const model = TINY_CHUTE.name;
 const prompt = (i: number) => [{ role: "user" as const, content: `Story number ${i} about a cat.` }];
 
 describe("32 concurrent streams on one agent", () => {
+  let platform: Platform;
   let gw: Gateway;
   let agent: AgentProcess;
   let client: OpenAI;
   beforeAll(async () => {
-    gw = await startGateway({ vars: { QUEUE_WAIT_MS: "60000" } });
-    const m = gw.seed.miners[0]!;
-    agent = await startAgent({ gateway: gw.url, minerId: m.id, token: m.token, engine: tinyEngine(8) });
-    await waitForInstances(gw, TINY_CHUTE.id, 1);
-    client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
+    platform = await startPlatform({ vars: { QUEUE_WAIT_MS: "60000" }, parallel: 8 });
+    ({ gw, agent, client } = platform);
   });
-  afterAll(async () => {
-    agent?.kill();
-    await gw?.close();
-  });
+  afterAll(() => platform?.close());
 
   it("all complete, each with the text its prompt gives alone", async () => {
     const N = 32;
@@ -48,20 +43,15 @@ describe("32 concurrent streams on one agent", () => {
 });
 
 describe("saturation and cancellation", () => {
+  let platform: Platform;
   let gw: Gateway;
   let agent: AgentProcess;
   let client: OpenAI;
   beforeAll(async () => {
-    gw = await startGateway({ seed: makeSeed(), vars: { QUEUE_WAIT_MS: "300" } });
-    const m = gw.seed.miners[0]!;
-    agent = await startAgent({ gateway: gw.url, minerId: m.id, token: m.token, engine: tinyEngine(1) });
-    await waitForInstances(gw, TINY_CHUTE.id, 1);
-    client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
+    platform = await startPlatform({ vars: { QUEUE_WAIT_MS: "300" }, parallel: 1 });
+    ({ gw, agent, client } = platform);
   });
-  afterAll(async () => {
-    agent?.kill();
-    await gw?.close();
-  });
+  afterAll(() => platform?.close());
   const aborts: AbortController[] = [];
   afterEach(() => aborts.splice(0).forEach((a) => a.abort()));
 

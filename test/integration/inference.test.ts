@@ -1,14 +1,13 @@
-import OpenAI from "openai";
+import type OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startAgent, type AgentProcess } from "../support/agent-process.ts";
-import { startGateway, type Gateway } from "../support/gateway.ts";
-import { waitForInstances } from "../support/router.ts";
+import type { Gateway } from "../support/gateway.ts";
+import { startPlatform, type Platform } from "../support/platform.ts";
 import { readSse } from "../support/sse.ts";
 import { TINY_CHUTE } from "../../scripts/lib/seed.ts";
 
 /** The whole path with the real engine: official client -> workerd gateway -> agent -> llama.cpp. */
+let platform: Platform;
 let gw: Gateway;
-let agent: AgentProcess;
 let client: OpenAI;
 const model = TINY_CHUTE.name;
 const messages = [
@@ -17,15 +16,10 @@ const messages = [
 ];
 
 beforeAll(async () => {
-  gw = await startGateway();
-  agent = await startAgent({ gateway: gw.url, minerId: gw.seed.miners[0]!.id, token: gw.seed.miners[0]!.token });
-  await waitForInstances(gw, TINY_CHUTE.id, 1);
-  client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
+  platform = await startPlatform();
+  ({ gw, client } = platform);
 });
-afterAll(async () => {
-  agent?.kill();
-  await gw?.close();
-});
+afterAll(() => platform?.close());
 
 async function greedy(extra: Partial<OpenAI.ChatCompletionCreateParamsNonStreaming> = {}) {
   return client.chat.completions.create({ model, messages, temperature: 0, max_tokens: 24, ...extra });

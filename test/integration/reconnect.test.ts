@@ -1,26 +1,22 @@
-import OpenAI from "openai";
+import type OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { spawnAgent, startAgent, type AgentProcess } from "../support/agent-process.ts";
-import { startGateway, type Gateway } from "../support/gateway.ts";
+import { spawnAgent, type AgentProcess } from "../support/agent-process.ts";
+import type { Gateway } from "../support/gateway.ts";
+import { startPlatform, type Platform } from "../support/platform.ts";
 import { waitForInstances } from "../support/router.ts";
 import { TINY_CHUTE } from "../../scripts/lib/seed.ts";
 
 /** The gateway goes away (a hot reload or deploy drops every agent socket): agents come back. */
+let platform: Platform;
 let gw: Gateway;
 let agent: AgentProcess;
 let client: OpenAI;
 
 beforeAll(async () => {
-  gw = await startGateway();
-  const m = gw.seed.miners[0]!;
-  agent = await startAgent({ gateway: gw.url, minerId: m.id, token: m.token });
-  await waitForInstances(gw, TINY_CHUTE.id, 1);
-  client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
+  platform = await startPlatform();
+  ({ gw, agent, client } = platform);
 });
-afterAll(async () => {
-  agent?.kill();
-  await gw?.close();
-});
+afterAll(() => platform?.close());
 
 const ask = () => client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
 
