@@ -217,13 +217,17 @@ export class MinerSession extends DurableObject<Env> {
   private async announce(ws: WebSocket, att: Attachment, announced: InstanceAnnouncement[]): Promise<void> {
     const names = [...new Set(announced.map((i) => i.chute))];
     const known = names.length
-      ? await drizzle(this.env.DB).select({ id: chutes.id, name: chutes.name }).from(chutes).where(inArray(chutes.name, names))
+      ? await drizzle(this.env.DB)
+          .select({ id: chutes.id, name: chutes.name, concurrency: chutes.concurrency })
+          .from(chutes)
+          .where(inArray(chutes.name, names))
       : [];
-    const idByName = new Map(known.map((c) => [c.name, c.id]));
+    const byName = new Map(known.map((c) => [c.name, c]));
     const instances: InstanceAnnouncement[] = [];
     for (const inst of announced) {
-      const id = idByName.get(inst.chute);
-      if (id) instances.push({ ...inst, chute: id });
+      const chute = byName.get(inst.chute);
+      // An instance never takes more concurrent requests than its chute allows.
+      if (chute) instances.push({ ...inst, chute: chute.id, maxConcurrency: Math.min(inst.maxConcurrency, chute.concurrency) });
       else log.warn("miner.unknown_chute", { component: "MinerSession", minerId: att.minerId, chute: inst.chute });
     }
     const current = attachmentOf(ws);

@@ -14,6 +14,12 @@ const DEFAULT_MAX_BODY_BYTES = 1 << 20;
 export const app = new Hono<AppEnv>();
 
 app.use(requestId({ headerName: "x-request-id" }));
+// Kept before anything replaces c.req.raw (body-limit rebuilds the Request, and a rebuilt
+// Request's signal does not follow the client's connection).
+app.use(async (c, next) => {
+  c.set("clientGone", c.req.raw.signal);
+  await next();
+});
 app.use("/v1/*", cors({ origin: "*", exposeHeaders: ["x-request-id", "retry-after"], maxAge: 86400 }));
 app.use("/v1/*", (c, next) =>
   bodyLimit({

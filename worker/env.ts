@@ -6,6 +6,8 @@ export type AppEnv = {
   Variables: {
     requestId: string;
     apiKey: ApiKeyRecord;
+    /** Aborts when the client disconnects (the incoming request's own signal). */
+    clientGone: AbortSignal;
   };
 };
 

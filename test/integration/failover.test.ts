@@ -1,8 +1,9 @@
+import { request, type IncomingMessage } from "node:http";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startAgent, type AgentProcess } from "../support/agent-process.ts";
 import { startGateway, type Gateway } from "../support/gateway.ts";
-import { waitForInstances } from "../support/router.ts";
+import { routerSnapshot, waitForInstances } from "../support/router.ts";
 import { startUpstreamDouble, type UpstreamDouble } from "../support/upstream-double.ts";
 import { makeSeed, TINY_CHUTE } from "../../scripts/lib/seed.ts";
 
@@ -34,7 +35,7 @@ async function double(opts: Parameters<typeof startUpstreamDouble>[0]): Promise<
 
 beforeAll(async () => {
   gw = await startGateway({
-    seed: makeSeed({ minerIds: ["miner-a", "miner-b", "miner-c", "miner-d"] }),
+    seed: makeSeed({ minerIds: ["miner-a", "miner-b", "miner-c", "miner-d", "miner-e"] }),
     vars: { STREAM_IDLE_TIMEOUT_MS: "1500" },
   });
   client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
@@ -129,5 +130,37 @@ describe("agent failures", () => {
     expect(text.trim().split(/\s+/)).toHaveLength(2);
     expect(Date.now() - started).toBeLessThan(8_000);
     await closed; // the agent aborted its upstream request
+  });
+
+  // Known bug, left open on issue 2: in about one run in three the gateway never learns that the
+  // client went away (no request.signal abort, no failed write), so the job runs to its end
+  // (the slot is still released then: see "a client that stops reading" in capacity.test.ts).
+  // A minimal Worker streaming the same way detects 20 of 20 disconnects, so the cause is in our
+  // path (DO RPC stream feeding the response). Skipped rather than retried until it is fixed.
+  it.skip("a client disconnect mid-stream cancels the job: the engine's upstream request is closed, the slot freed", async () => {
+    for (const a of agents) a.kill();
+    await waitForInstances(gw, TINY_CHUTE.id, 0);
+    const paced = await double({ delayPerTokenMs: 5 }); // 1000 tokens take 5 s
+    await upstreamAgent("miner-e", paced, 2);
+    await waitForInstances(gw, TINY_CHUTE.id, 1);
+
+    const req = request(`${gw.baseURL}/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${gw.seed.apiKey}`, "content-type": "application/json" },
+    });
+    req.end(JSON.stringify({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "hi" }], max_tokens: 1000, stream: true }));
+    const res = await new Promise<IncomingMessage>((resolve) => req.once("response", resolve));
+    const first = await new Promise<string>((resolve) => res.once("data", (d: Buffer) => resolve(d.toString())));
+    const id = /"id":"([^"]+)"/.exec(first)![1]!;
+    const closed = new Promise<{ tokensSent: number }>((resolve) => paced.events.once("client-closed", resolve));
+    const t0 = Date.now();
+    req.destroy();
+    const { tokensSent } = await closed;
+    expect(Date.now() - t0).toBeLessThan(2_000);
+    expect(tokensSent).toBeLessThan(1000);
+    await expect
+      .poll(() => gw.db.prepare("SELECT outcome FROM invocations WHERE id = ?").bind(id).first())
+      .toMatchObject({ outcome: "cancelled" });
+    await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances[0]?.inflight).toBe(0);
   });
 });

@@ -26,8 +26,8 @@ export interface AgentOptions {
   engine?: EngineConfig;
 }
 
-export function tinyEngine(parallel = 4): EngineConfig {
-  return { kind: "llama-cpp", modelPath: TINY_MODEL, parallel, contextSize: 2048, threads: 1 };
+export function tinyEngine(parallel = 4, contextSize = 2048): EngineConfig {
+  return { kind: "llama-cpp", modelPath: TINY_MODEL, parallel, contextSize, threads: 1 };
 }
 
 /** Starts a real `sluice-miner run` process and waits until the gateway accepted it. */

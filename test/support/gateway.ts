@@ -2,6 +2,7 @@ import type { D1Database } from "@cloudflare/workers-types/experimental";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 import { Miniflare, type MiniflareOptions } from "miniflare";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
 import { migrationStatements } from "../../scripts/lib/migrations.ts";
@@ -15,6 +16,8 @@ export interface Gateway {
   mf: Miniflare;
   seed: Seed;
   db: D1Database;
+  /** The gateway's structured log lines (workerd's stdout), newest last. */
+  logs: Record<string, unknown>[];
   /** Reload the Worker as a hot reload or a deploy does: agent sockets drop, storage stays. */
   reload(): Promise<void>;
   close(): Promise<void>;
@@ -33,6 +36,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   const seed = opts.seed ?? makeSeed();
   // Compatibility settings, vars and Durable Objects exactly as wrangler.jsonc declares them.
   const { workerOptions: fromConfig } = unstable_getMiniflareWorkerOptions(`${ROOT}/wrangler.jsonc`);
+  const logs: Record<string, unknown>[] = [];
   const persist = await mkdtemp(join(tmpdir(), "sluice-gw-"));
   const options: MiniflareOptions = {
     host: "127.0.0.1",
@@ -44,6 +48,17 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     durableObjects: fromConfig.durableObjects,
     d1Databases: { DB: "sluice-test" },
     bindings: { ...fromConfig.bindings, ...opts.vars },
+    // Keep the gateway's JSON log lines for assertions instead of flooding the test output.
+    handleRuntimeStdio(stdout, stderr) {
+      createInterface({ input: stdout }).on("line", (line) => {
+        try {
+          logs.push(JSON.parse(line) as Record<string, unknown>);
+        } catch {
+          process.stdout.write(`[gateway] ${line}\n`);
+        }
+      });
+      stderr.pipe(process.stderr);
+    },
     d1Persist: `${persist}/d1`,
     durableObjectsPersist: `${persist}/do`,
   };
@@ -59,6 +74,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     mf,
     seed,
     db,
+    logs,
     reload: () => mf.setOptions({ ...options, port }),
     close: async () => {
       await mf.dispose();

@@ -13,10 +13,12 @@ export interface Platform {
 }
 
 /** A gateway with one real agent serving the tiny chute on llama.cpp, ready for requests. */
-export async function startPlatform(opts: GatewayOptions & { parallel?: number } = {}): Promise<Platform> {
+export async function startPlatform(
+  opts: GatewayOptions & { parallel?: number; contextSize?: number } = {},
+): Promise<Platform> {
   const gw = await startGateway(opts);
   const miner = gw.seed.miners[0]!;
-  const agent = await startAgent({ gateway: gw.url, minerId: miner.id, token: miner.token, engine: tinyEngine(opts.parallel ?? 4) });
+  const agent = await startAgent({ gateway: gw.url, minerId: miner.id, token: miner.token, engine: tinyEngine(opts.parallel ?? 4, opts.contextSize) });
   await waitForInstances(gw, TINY_CHUTE.id, 1);
   const client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
   return {

@@ -63,8 +63,11 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
     );
   };
   const headers = { "x-request-id": c.get("requestId") };
-  const relay = { meta, job, startedAt, headers, onEnd, clientGone: c.req.raw.signal };
-  return request.stream ? relayStream(relay) : relayComplete(relay);
+  const relay = { meta, job, startedAt, headers, onEnd, clientGone: c.get("clientGone") };
+  if (!request.stream) return relayComplete(relay);
+  const { response, done } = relayStream(relay);
+  c.executionCtx.waitUntil(done);
+  return response;
 }
 
 async function readJson(c: Context<AppEnv>): Promise<unknown> {

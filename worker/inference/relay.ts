@@ -63,8 +63,8 @@ function failure(ev: Extract<JobEvent, { type: "error" }> | null): { code: keyof
   return ev ?? { code: "miner_disconnected", message: "The miner stopped answering during the request." };
 }
 
-/** When the client goes away: stop the engine and end the job as cancelled. */
-function onClientGone(opts: RelayOptions, tally: Tally, promptTokens: () => number): void {
+/** When the client goes away: stop the engine and end the job as cancelled. Returns the trigger. */
+function onClientGone(opts: RelayOptions, tally: Tally, promptTokens: () => number): () => void {
   const cancel = () => {
     if (tally.ended) return;
     tally.end({ outcome: "cancelled", errorCode: null, finishReason: null, promptTokens: promptTokens() });
@@ -73,53 +73,49 @@ function onClientGone(opts: RelayOptions, tally: Tally, promptTokens: () => numb
   };
   if (opts.clientGone.aborted) cancel();
   else opts.clientGone.addEventListener("abort", cancel, { once: true });
+  return cancel;
 }
 
-/** Stream the job as OpenAI server-sent events. */
-export function relayStream(opts: RelayOptions): Response {
+/**
+ * Stream the job as OpenAI server-sent events. The job is pumped to its end independently of
+ * how fast the client reads: a client that stalls without closing cannot hold the instance's
+ * slot or leave the job unaccounted. `done` settles when the job is over; keep the Worker alive
+ * until then (waitUntil).
+ */
+export function relayStream(opts: RelayOptions): { response: Response; done: Promise<void> } {
   const { meta, job } = opts;
   const tally = new Tally(opts.startedAt, opts.onEnd);
   let promptTokens = 0;
-  let pending: JobEvent | null = opts.job.first;
-  onClientGone(opts, tally, () => promptTokens);
+  const cancel = onClientGone(opts, tally, () => promptTokens);
+  const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+  const writer = writable.getWriter();
+  // Writes are not awaited: output is bounded by max_tokens; a failed write means the client left.
+  const send = (bytes: Uint8Array) => void writer.write(bytes).catch(cancel);
 
-  const body = new ReadableStream<Uint8Array>({
-    start(controller) {
-      controller.enqueue(sseEvent(streamChunk(meta, meta.endpoint === "chat" ? "" : null, null, true)));
-    },
-    async pull(controller) {
-      const ev = pending ?? (await job.events.next().catch(() => null));
-      pending = null;
-      if (tally.ended) return controller.close(); // the client went away meanwhile
-      if (ev?.type === "chunk") {
-        tally.chunk(ev, false);
-        controller.enqueue(sseEvent(streamChunk(meta, ev.text, null)));
-        return;
-      }
-      if (ev?.type === "done") {
-        promptTokens = ev.usage.promptTokens;
-        controller.enqueue(sseEvent(streamChunk(meta, null, ev.finishReason)));
-        if (meta.includeUsage) controller.enqueue(sseEvent(usageChunk(meta, usageBody(promptTokens, tally.delivered))));
-        tally.end({ outcome: "ok", errorCode: null, finishReason: ev.finishReason, promptTokens });
-      } else {
-        const err = failure(ev);
-        controller.enqueue(
-          sseEvent(errorChunk(meta, { message: err.message, type: ERROR_CODES[err.code].type, code: err.code })),
-        );
-        tally.end({ outcome: "error", errorCode: err.code, finishReason: "error", promptTokens });
-        void job.cancel().catch(() => undefined); // a silent job still holds the engine
-      }
-      controller.enqueue(SSE_DONE);
-      controller.close();
-    },
-    async cancel() {
-      if (tally.ended) return;
-      tally.end({ outcome: "cancelled", errorCode: null, finishReason: null, promptTokens });
-      await job.cancel().catch(() => undefined);
-      await job.events.cancel();
-    },
-  });
-  return new Response(body, {
+  const pump = async () => {
+    send(sseEvent(streamChunk(meta, meta.endpoint === "chat" ? "" : null, null, true)));
+    let ev: JobEvent | null = job.first;
+    while (ev?.type === "chunk") {
+      tally.chunk(ev, false);
+      send(sseEvent(streamChunk(meta, ev.text, null)));
+      ev = await job.events.next().catch(() => null);
+      if (tally.ended) return; // the client went away meanwhile
+    }
+    if (ev?.type === "done") {
+      promptTokens = ev.usage.promptTokens;
+      send(sseEvent(streamChunk(meta, null, ev.finishReason)));
+      if (meta.includeUsage) send(sseEvent(usageChunk(meta, usageBody(promptTokens, tally.delivered))));
+      tally.end({ outcome: "ok", errorCode: null, finishReason: ev.finishReason, promptTokens });
+    } else {
+      const err = failure(ev);
+      send(sseEvent(errorChunk(meta, { message: err.message, type: ERROR_CODES[err.code].type, code: err.code })));
+      tally.end({ outcome: "error", errorCode: err.code, finishReason: "error", promptTokens });
+      void job.cancel().catch(() => undefined); // a silent job still holds the engine
+    }
+    send(SSE_DONE);
+  };
+  const done = pump().finally(() => writer.close().catch(() => undefined));
+  const response = new Response(readable, {
     headers: {
       ...opts.headers,
       "content-type": "text/event-stream; charset=utf-8",
@@ -127,6 +123,7 @@ export function relayStream(opts: RelayOptions): Response {
       connection: "keep-alive",
     },
   });
+  return { response, done };
 }
 
 /** Collect the whole job and answer with one JSON body. */
