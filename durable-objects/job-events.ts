@@ -66,13 +66,6 @@ export class JobEventReader {
     return this.queue.shift() ?? null;
   }
 
-  /** Every event already buffered, without waiting (to coalesce output). */
-  drainBuffered(): JobEvent[] {
-    const out = this.queue;
-    this.queue = [];
-    return out;
-  }
-
   async cancel(reason?: unknown): Promise<void> {
     await this.reader.cancel(reason).catch(() => undefined);
   }

@@ -1,6 +1,5 @@
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
-import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { errorBody, statusOf, type ErrorCode } from "../protocol/index.ts";
 import type { AppEnv } from "./env.ts";
 import { log } from "./log.ts";
@@ -53,5 +52,3 @@ export function handleError(err: Error, c: Context<AppEnv>): Response {
   }
   return errorResponse(apiErr, c.get("requestId"));
 }
-
-export type { ContentfulStatusCode };
