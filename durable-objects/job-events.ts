@@ -27,9 +27,12 @@ export class JobEventReader {
     this.reader = stream.getReader();
   }
 
-  /** The next event, or null when the stream ended without one. */
-  async next(): Promise<JobEvent | null> {
-    if (this.queue.length > 0 || this.idleTimeoutMs === Infinity) return this.read();
+  /**
+   * The next event, or null when the stream ended without one. Nothing within `timeoutMs`
+   * (default: the idle timeout) gives an `upstream_timeout` error event.
+   */
+  async next(timeoutMs = this.idleTimeoutMs): Promise<JobEvent | null> {
+    if (this.queue.length > 0 || timeoutMs === Infinity) return this.read();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const idle = new Promise<JobEvent>((resolve) => {
       timer = setTimeout(
@@ -38,10 +41,10 @@ export class JobEventReader {
             type: "error",
             id: "",
             code: "upstream_timeout",
-            message: `The model produced nothing for ${Math.round(this.idleTimeoutMs / 1000)} s.`,
+            message: `The model produced nothing for ${Math.round(timeoutMs / 1000)} s.`,
             retryable: false,
           }),
-        this.idleTimeoutMs,
+        Math.max(0, timeoutMs),
       );
     });
     try {

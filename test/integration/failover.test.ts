@@ -35,8 +35,8 @@ async function double(opts: Parameters<typeof startUpstreamDouble>[0]): Promise<
 
 beforeAll(async () => {
   gw = await startGateway({
-    seed: makeSeed({ minerIds: ["miner-a", "miner-b", "miner-c", "miner-d", "miner-e"] }),
-    vars: { STREAM_IDLE_TIMEOUT_MS: "1500" },
+    seed: makeSeed({ minerIds: ["miner-a", "miner-b", "miner-c", "miner-d", "miner-e", "miner-f"] }),
+    vars: { STREAM_IDLE_TIMEOUT_MS: "1500", FIRST_TOKEN_TIMEOUT_MS: "3000" },
   });
   client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
 });
@@ -162,6 +162,25 @@ describe("agent failures", () => {
     await expect
       .poll(() => gw.db.prepare("SELECT outcome FROM invocations WHERE id = ?").bind(id).first())
       .toMatchObject({ outcome: "cancelled" });
+    await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances[0]?.inflight).toBe(0);
+  });
+
+  it("no first token before the deadline: 504, and the job is cancelled on the agent", async () => {
+    for (const a of agents) a.kill();
+    await waitForInstances(gw, TINY_CHUTE.id, 0);
+    const stalled = await double({ stallBeforeFirstToken: true });
+    await upstreamAgent("miner-f", stalled, 2);
+    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    const closed = new Promise((resolve) => stalled.events.once("client-closed", resolve));
+    const started = Date.now();
+    const err = await client.chat.completions
+      .create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "hi" }], max_tokens: 5 })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(504);
+    expect((err as InstanceType<typeof OpenAI.APIError>).code).toBe("upstream_timeout");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2_900);
+    await closed; // the agent aborted its upstream request
     await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances[0]?.inflight).toBe(0);
   });
 });

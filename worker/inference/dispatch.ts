@@ -85,25 +85,19 @@ async function firstEvent(
   } catch {
     return failed("miner_disconnected", "The miner could not be reached.", true);
   }
-  const remaining = opts.deadline - Date.now();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<"timeout">((resolve) => {
-    timer = setTimeout(() => resolve("timeout"), Math.max(0, remaining));
-  });
   try {
-    const ev = await Promise.race([reader.next(), timeout]);
-    if (ev === "timeout") {
-      await cancel().catch(() => undefined);
-      await reader.cancel();
-      return failed("upstream_timeout", "The model did not start answering in time.", false);
-    }
+    const ev = await reader.next(opts.deadline - Date.now());
     if (ev === null) return failed("miner_disconnected", "The miner closed the job without an answer.", true);
-    if (ev.type === "error") return failed(ev.code, ev.message, ev.retryable);
+    if (ev.type === "error") {
+      if (ev.code === "upstream_timeout") {
+        await cancel().catch(() => undefined);
+        await reader.cancel();
+      }
+      return failed(ev.code, ev.message, ev.retryable);
+    }
     return { ...ev, reader };
   } catch {
     return failed("bad_upstream_response", "The miner sent an invalid response.", true);
-  } finally {
-    if (timer !== undefined) clearTimeout(timer);
   }
 }
 
