@@ -6,7 +6,7 @@ import { ApiError } from "../errors.ts";
 import { newResponseId, type Endpoint, type ResponseMeta } from "../openai/format.ts";
 import { dispatch } from "./dispatch.ts";
 import { modelOf, normalizeChat, normalizeCompletion } from "./normalize.ts";
-import { recordInvocation } from "./record.ts";
+import { recordInvocation, type InvocationRecord } from "./record.ts";
 import { relayComplete, relayStream, type JobOutcome } from "./relay.ts";
 
 /** POST /v1/chat/completions and /v1/completions. */
@@ -27,6 +27,19 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
     endpoint,
     includeUsage: request.stream && request.includeUsage,
   };
+  // The invocation record: what every outcome shares, plus what the outcome knows.
+  type Outcome = Omit<InvocationRecord, "id" | "key" | "chute" | "endpoint" | "stream" | "durationMs">;
+  const record = (o: Outcome) =>
+    recordInvocation(c.env.DB, {
+      id: meta.id,
+      key,
+      chute,
+      endpoint,
+      stream: request.stream,
+      durationMs: Date.now() - startedAt,
+      ...o,
+    });
+
   const job = await dispatch({
     env: c.env,
     chute,
@@ -38,7 +51,19 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
     idleTimeoutMs: numberVar(c.env.STREAM_IDLE_TIMEOUT_MS, 120_000),
   }).catch((err: unknown) => {
     if (err instanceof ApiError) {
-      void recordFailure(c, endpoint, request.stream, chute, meta.id, err, startedAt);
+      c.executionCtx.waitUntil(
+        record({
+          minerId: null,
+          instanceId: null,
+          attempts: 0,
+          outcome: "error",
+          errorCode: err.code,
+          finishReason: null,
+          promptTokens: 0,
+          completionTokens: 0,
+          ttftMs: null,
+        }),
+      );
     }
     throw err;
   });
@@ -47,18 +72,7 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
     c.executionCtx.waitUntil(
       Promise.all([
         job.release(),
-        recordInvocation(c.env.DB, {
-          id: meta.id,
-          key,
-          chute,
-          endpoint,
-          stream: request.stream,
-          minerId: job.minerId,
-          instanceId: job.instanceId,
-          attempts: job.attempts,
-          durationMs: Date.now() - startedAt,
-          ...o,
-        }),
+        record({ minerId: job.minerId, instanceId: job.instanceId, attempts: job.attempts, ...o }),
       ]),
     );
   };
@@ -81,34 +95,4 @@ async function readJson(c: Context<AppEnv>): Promise<unknown> {
   } catch {
     throw new ApiError("invalid_json", "We could not parse the JSON body of your request.");
   }
-}
-
-function recordFailure(
-  c: Context<AppEnv>,
-  endpoint: Endpoint,
-  stream: boolean,
-  chute: NonNullable<Awaited<ReturnType<typeof findChute>>>,
-  id: string,
-  err: ApiError,
-  startedAt: number,
-): void {
-  c.executionCtx.waitUntil(
-    recordInvocation(c.env.DB, {
-      id,
-      key: c.get("apiKey"),
-      chute,
-      endpoint,
-      stream,
-      minerId: null,
-      instanceId: null,
-      attempts: 0,
-      outcome: "error",
-      errorCode: err.code,
-      finishReason: null,
-      promptTokens: 0,
-      completionTokens: 0,
-      ttftMs: null,
-      durationMs: Date.now() - startedAt,
-    }),
-  );
 }
