@@ -21,6 +21,8 @@ interface RunningJob {
   pendingText: string;
   pendingTokens: number;
   sentTokens: number;
+  /** The prompt's token count, sent with the first chunk. */
+  promptTokens: number | undefined;
   flushScheduled: boolean;
 }
 
@@ -121,6 +123,7 @@ export class MinerAgent {
       pendingText: "",
       pendingTokens: 0,
       sentTokens: 0,
+      promptTokens: undefined,
       flushScheduled: false,
     };
     this.jobs.set(id, job);
@@ -131,6 +134,9 @@ export class MinerAgent {
       const result = await inst.engine.generate(spec, {
         signal: job.abort.signal,
         onDelta: (text, tokens) => this.onDelta(job, text, tokens),
+        onPrompt: (n) => {
+          job.promptTokens = n;
+        },
       });
       usage = { promptTokens: result.promptTokens, completionTokens: result.completionTokens };
       if (job.abort.signal.aborted) {
@@ -197,7 +203,8 @@ export class MinerAgent {
   /** Send what is pending as one chunk frame. */
   private flush(job: RunningJob): void {
     if (job.pendingTokens === 0 || job.abort.signal.aborted) return;
-    this.conn.send({ type: "chunk", id: job.id, text: job.pendingText, tokens: job.pendingTokens });
+    const first = job.sentTokens === 0 && job.promptTokens !== undefined ? { promptTokens: job.promptTokens } : {};
+    this.conn.send({ type: "chunk", id: job.id, text: job.pendingText, tokens: job.pendingTokens, ...first });
     job.sentTokens += job.pendingTokens;
     job.pendingText = "";
     job.pendingTokens = 0;

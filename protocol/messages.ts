@@ -39,8 +39,18 @@ export const GatewayFrame = z.discriminatedUnion("type", [
 export type GatewayFrame = z.infer<typeof GatewayFrame>;
 
 // ---- agent -> gateway -------------------------------------------------------------------------
-/** Token deltas; deltas that arrive together are coalesced into one frame. */
-export const JobChunk = z.object({ type: z.literal("chunk"), id: JobId, text: z.string(), tokens: z.int().positive() });
+/**
+ * Token deltas; deltas that arrive together are coalesced into one frame. The first chunk of a
+ * job carries the prompt's token count when the engine knows it, so a job that fails
+ * mid-stream can still be billed for its prompt.
+ */
+export const JobChunk = z.object({
+  type: z.literal("chunk"),
+  id: JobId,
+  text: z.string(),
+  tokens: z.int().positive(),
+  promptTokens: z.int().nonnegative().optional(),
+});
 export const JobDone = z.object({
   type: z.literal("done"),
   id: JobId,

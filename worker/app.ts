@@ -5,9 +5,13 @@ import { requestId } from "hono/request-id";
 import type { AppEnv } from "./env.ts";
 import { numberVar } from "./env.ts";
 import { ApiError, handleError } from "./errors.ts";
+import { accountRoutes } from "./routes/account.ts";
+import { adminRoutes } from "./routes/admin.ts";
 import { inferenceRoutes } from "./routes/inference.ts";
+import { keyRoutes } from "./routes/keys.ts";
 import { minerRoutes } from "./routes/miners.ts";
 import { modelRoutes } from "./routes/models.ts";
+import { paymentRoutes } from "./routes/payments.ts";
 
 const DEFAULT_MAX_BODY_BYTES = 1 << 20;
 
@@ -34,6 +38,10 @@ app.get("/health", (c) => c.json({ ok: true }));
 app.route("/v1/models", modelRoutes);
 app.route("/v1/miners", minerRoutes);
 app.route("/v1", inferenceRoutes);
+app.route("/v1", accountRoutes);
+app.route("/v1/keys", keyRoutes);
+app.route("/v1/admin", adminRoutes);
+app.route("/v1/payments", paymentRoutes);
 
 app.notFound((c) => {
   throw new ApiError("not_found", `Unknown request URL: ${c.req.method} ${c.req.path}.`);

@@ -1,5 +1,6 @@
 import { app } from "./app.ts";
 
+export { AccountLedger } from "../durable-objects/account-ledger.ts";
 export { ChuteRouter } from "../durable-objects/chute-router.ts";
 export { MinerSession } from "../durable-objects/miner-session.ts";
 

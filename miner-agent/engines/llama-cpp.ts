@@ -169,8 +169,8 @@ class LlamaCppEngine implements Engine {
       // A fresh KV state per job: results never depend on what ran on this sequence before.
       await sequence.clearHistory();
       const run = spec.kind === "chat"
-        ? this.runChat(sequence, spec.messages, spec.params, stream, hooks.signal)
-        : this.runCompletion(sequence, spec.prompt, spec.params, stream, hooks.signal);
+        ? this.runChat(sequence, spec.messages, spec.params, stream, hooks)
+        : this.runCompletion(sequence, spec.prompt, spec.params, stream, hooks);
       const { promptTokens, outcome } = await run;
       if (hooks.signal.aborted) throw abortError();
       stream.flush();
@@ -211,12 +211,13 @@ class LlamaCppEngine implements Engine {
     messages: readonly ChatMessage[],
     params: SamplingParams,
     stream: DeltaStream,
-    signal: AbortSignal,
+    { signal, onPrompt }: GenerateHooks,
   ): Promise<{ promptTokens: number; outcome: RunOutcome }> {
     const history = toChatHistory(messages);
     const { contextText } = this.chatWrapper.generateContextState({ chatHistory: history });
     const promptTokens = contextText.tokenize(this.model.tokenizer).length;
     const maxTokens = this.budget(sequence, promptTokens, params.maxTokens);
+    onPrompt?.(promptTokens);
     // Stop strings are matched by `stream` (LlamaChat drops held-back text at max_tokens), which
     // then ends LlamaChat's generation through this controller.
     const stopper = new AbortController();
@@ -258,10 +259,11 @@ class LlamaCppEngine implements Engine {
     prompt: string,
     params: SamplingParams,
     stream: DeltaStream,
-    signal: AbortSignal,
+    { signal, onPrompt }: GenerateHooks,
   ): Promise<{ promptTokens: number; outcome: RunOutcome }> {
     const promptTokens = this.tokenizePrompt(prompt);
     const maxTokens = this.budget(sequence, promptTokens.length, params.maxTokens);
+    onPrompt?.(promptTokens.length);
     let recent = promptTokens.slice(-DETOKENIZE_CONTEXT_TOKENS);
     let pending: Token[] = [];
     let generated = 0;

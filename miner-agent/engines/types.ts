@@ -35,6 +35,8 @@ export type EngineConfig = LlamaCppEngineConfig | OpenAIUpstreamEngineConfig;
 export interface GenerateHooks {
   /** Called for every piece of generated text with the number of tokens it holds (>= 1). */
   onDelta(text: string, tokens: number): void;
+  /** Called once, before the first delta, with the rendered prompt's token count, when known. */
+  onPrompt?(promptTokens: number): void;
   /** Aborted when the client went away or the gateway cancelled the job. */
   signal: AbortSignal;
 }

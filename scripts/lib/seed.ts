@@ -42,6 +42,9 @@ export function newMinerToken(): string {
   return `mt-${randomBytes(32).toString("base64url")}`;
 }
 
+/** The dev key may do everything an account can do (not the operator's admin API). */
+export const DEV_KEY_SCOPES = ["invoke", "usage:read", "keys:manage", "chutes:manage"];
+
 export const TINY_CHUTE: SeedChute = {
   id: "chute-tiny-chat",
   name: "sluice/tiny-chat",
@@ -70,8 +73,10 @@ const q = (v: string | number): string => (typeof v === "number" ? String(Math.t
 /** Idempotent SQL: re-running it keeps existing rows and adds the new key and miner tokens. */
 export function seedStatements(seed: Seed): string[] {
   const out = [
-    `INSERT OR IGNORE INTO accounts (id, name, credit_nano) VALUES (${q(seed.accountId)}, 'dev', ${q(seed.creditNano)})`,
-    `INSERT OR IGNORE INTO api_keys (id, account_id, name, prefix, hash, scopes) VALUES (${q(seed.apiKeyId)}, ${q(seed.accountId)}, 'dev', ${q(seed.apiKey.slice(0, 14))}, ${q(sha256Hex(seed.apiKey))}, '["invoke"]')`,
+    `INSERT OR IGNORE INTO accounts (id, name) VALUES (${q(seed.accountId)}, 'dev')`,
+    // The account's ledger pulls this credit from D1 the first time it serves the account.
+    `INSERT OR IGNORE INTO credits (reference, account_id, amount_nano, source) VALUES (${q(`seed:${seed.accountId}`)}, ${q(seed.accountId)}, ${q(seed.creditNano)}, 'seed')`,
+    `INSERT OR IGNORE INTO api_keys (id, account_id, name, prefix, hash, scopes) VALUES (${q(seed.apiKeyId)}, ${q(seed.accountId)}, 'dev', ${q(seed.apiKey.slice(0, 14))}, ${q(sha256Hex(seed.apiKey))}, ${q(JSON.stringify(DEV_KEY_SCOPES))})`,
   ];
   for (const c of seed.chutes) {
     out.push(

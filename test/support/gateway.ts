@@ -25,8 +25,24 @@ export interface Gateway {
 
 export interface GatewayOptions {
   seed?: Seed;
-  vars?: Partial<Record<"MAX_BODY_BYTES" | "QUEUE_WAIT_MS" | "FIRST_TOKEN_TIMEOUT_MS" | "STREAM_IDLE_TIMEOUT_MS", string>>;
+  /** Overrides of wrangler.jsonc `vars`. */
+  vars?: Partial<Record<VarName, string>>;
 }
+
+type VarName =
+  | "MAX_BODY_BYTES"
+  | "QUEUE_WAIT_MS"
+  | "FIRST_TOKEN_TIMEOUT_MS"
+  | "STREAM_IDLE_TIMEOUT_MS"
+  | "HOLD_TTL_MS"
+  | "MINER_SHARE_BPS"
+  | "FREE_DAILY_REQUESTS";
+
+/** The secrets the test gateway runs with (wrangler secrets in production). */
+export const TEST_SECRETS = {
+  ADMIN_JWT_SECRET: "test-admin-secret-0123456789abcdef0123456789abcdef",
+  PAYMENT_WEBHOOK_SECRET: "test-webhook-secret-0123456789abcdef",
+} as const;
 
 /**
  * The real gateway Worker (bundled by wrangler) in workerd through Miniflare, with an
@@ -47,7 +63,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     compatibilityFlags: fromConfig.compatibilityFlags,
     durableObjects: fromConfig.durableObjects,
     d1Databases: { DB: "sluice-test" },
-    bindings: { ...fromConfig.bindings, ...opts.vars },
+    bindings: { ...fromConfig.bindings, ...TEST_SECRETS, ...opts.vars },
     // Keep the gateway's JSON log lines for assertions instead of flooding the test output.
     handleRuntimeStdio(stdout, stderr) {
       createInterface({ input: stdout }).on("line", (line) => {

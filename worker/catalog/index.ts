@@ -28,6 +28,11 @@ export async function findApiKey(db: D1Database, secret: string): Promise<ApiKey
   return record;
 }
 
+/** Drop a key from this isolate's cache (after a revoke); other isolates see it within KEY_TTL_MS. */
+export function forgetApiKey(hash: string): void {
+  keyCache.delete(hash);
+}
+
 function parseScopes(raw: string): string[] {
   try {
     const v: unknown = JSON.parse(raw);

@@ -14,9 +14,38 @@ const createdAt = () =>
 export const accounts = sqliteTable("accounts", {
   id: text("id").primaryKey(),
   name: text("name").notNull(),
-  /** Credit granted so far; the per-account ledger holds the live balance. */
-  creditNano: integer("credit_nano").notNull().default(0),
   createdAt: createdAt(),
+});
+
+/**
+ * Every credit granted to an account (seed, operator top-up, card payment), idempotent by its
+ * reference. The account's AccountLedger DO holds the live balance; it applies each credit once
+ * (by reference) and pulls any it has not seen from here.
+ */
+export const credits = sqliteTable(
+  "credits",
+  {
+    /** Idempotency key, e.g. `seed:acct-dev`, `admin:<ref>`, `payment:<event id>`. */
+    reference: text("reference").primaryKey(),
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id),
+    amountNano: integer("amount_nano").notNull(),
+    source: text("source", { enum: ["seed", "admin", "payment"] }).notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index("credits_account_idx").on(t.accountId)],
+);
+
+/** Card-processor webhook events received, by the processor's event id (replays are ignored). */
+export const paymentEvents = sqliteTable("payment_events", {
+  id: text("id").primaryKey(),
+  type: text("type").notNull(),
+  accountId: text("account_id"),
+  amountNano: integer("amount_nano"),
+  /** The processor's signature timestamp, epoch seconds. */
+  signedAt: integer("signed_at").notNull(),
+  receivedAt: createdAt(),
 });
 
 export const apiKeys = sqliteTable(
@@ -53,6 +82,8 @@ export const chutes = sqliteTable("chutes", {
   maxOutputTokens: integer("max_output_tokens").notNull(),
   promptPriceNanoPerM: integer("prompt_price_nano_per_m").notNull().default(0),
   completionPriceNanoPerM: integer("completion_price_nano_per_m").notNull().default(0),
+  /** Price of prompt tokens served from the engine's prefix cache; null = the prompt price. */
+  cachedPromptPriceNanoPerM: integer("cached_prompt_price_nano_per_m"),
   concurrency: integer("concurrency").notNull().default(1),
   minInstances: integer("min_instances").notNull().default(0),
   maxInstances: integer("max_instances").notNull().default(1),
@@ -87,12 +118,25 @@ export const invocations = sqliteTable(
     errorCode: text("error_code"),
     finishReason: text("finish_reason"),
     attempts: integer("attempts").notNull(),
+    /** Billed prompt tokens: the miner's count, clamped to the gateway's upper bound. */
     promptTokens: integer("prompt_tokens").notNull().default(0),
+    /** Billed completion tokens: counted by the gateway from what it relayed to the client. */
     completionTokens: integer("completion_tokens").notNull().default(0),
+    /** What the miner claimed, kept to compare with the gateway's own counts. */
+    claimedPromptTokens: integer("claimed_prompt_tokens"),
+    claimedCompletionTokens: integer("claimed_completion_tokens"),
+    /** The hold placed before dispatch and the amount charged when it settled. */
+    holdNano: integer("hold_nano").notNull().default(0),
     costNano: integer("cost_nano").notNull().default(0),
+    /** The serving miner's share of the charge. */
+    minerEarningsNano: integer("miner_earnings_nano").notNull().default(0),
     ttftMs: integer("ttft_ms"),
     durationMs: integer("duration_ms").notNull(),
     createdAt: createdAt(),
   },
-  (t) => [index("invocations_account_idx").on(t.accountId, t.createdAt), index("invocations_chute_idx").on(t.chuteId)],
+  (t) => [
+    index("invocations_account_idx").on(t.accountId, t.createdAt),
+    index("invocations_chute_idx").on(t.chuteId),
+    index("invocations_miner_idx").on(t.minerId),
+  ],
 );

@@ -4,10 +4,15 @@ import type { AppEnv } from "../env.ts";
 import { numberVar } from "../env.ts";
 import { ApiError } from "../errors.ts";
 import { newResponseId, type Endpoint, type ResponseMeta } from "../openai/format.ts";
+import { openMeter } from "../billing/ledger.ts";
+import { costNano, minerShareNano, promptTokenBound } from "../billing/pricing.ts";
 import { dispatch } from "./dispatch.ts";
 import { modelOf, normalizeChat, normalizeCompletion } from "./normalize.ts";
 import { recordInvocation, type InvocationRecord } from "./record.ts";
 import { relayComplete, relayStream, type JobOutcome } from "./relay.ts";
+
+/** The serving miner's share of each charge when MINER_SHARE_BPS is unset. */
+const DEFAULT_MINER_SHARE_BPS = 8000;
 
 /** POST /v1/chat/completions and /v1/completions. */
 export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): Promise<Response> {
@@ -40,6 +45,11 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
       ...o,
     });
 
+  // Reserve the worst case before any work is done (402 when the balance cannot cover it).
+  const meter = await openMeter(c.env, key.accountId, chute, request.spec, meta.id);
+  const promptBound = promptTokenBound(request.spec);
+  const billedPrompt = (claimed: number) => Math.min(claimed, promptBound);
+
   const job = await dispatch({
     env: c.env,
     chute,
@@ -50,34 +60,50 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
     deadline: startedAt + numberVar(c.env.FIRST_TOKEN_TIMEOUT_MS, 120_000),
     idleTimeoutMs: numberVar(c.env.STREAM_IDLE_TIMEOUT_MS, 120_000),
   }).catch((err: unknown) => {
-    if (err instanceof ApiError) {
-      c.executionCtx.waitUntil(
+    // Nothing was delivered: release the whole hold.
+    const released = meter.settle(0);
+    c.executionCtx.waitUntil(
+      released.then(() =>
         record({
           minerId: null,
           instanceId: null,
           attempts: 0,
           outcome: "error",
-          errorCode: err.code,
+          errorCode: err instanceof ApiError ? err.code : "internal_error",
           finishReason: null,
           promptTokens: 0,
           completionTokens: 0,
+          claimedPromptTokens: null,
+          claimedCompletionTokens: null,
+          holdNano: meter.holdNano,
+          costNano: 0,
+          minerEarningsNano: 0,
           ttftMs: null,
         }),
-      );
-    }
+      ),
+    );
     throw err;
   });
 
+  const shareBps = numberVar(c.env.MINER_SHARE_BPS, DEFAULT_MINER_SHARE_BPS);
   const onEnd = (o: JobOutcome) => {
-    c.executionCtx.waitUntil(
-      Promise.all([
-        job.release(),
-        record({ minerId: job.minerId, instanceId: job.instanceId, attempts: job.attempts, ...o }),
-      ]),
+    const promptTokens = billedPrompt(o.promptTokens);
+    const settled = meter.settle(costNano(chute, promptTokens, o.completionTokens)).then((charged) =>
+      record({
+        minerId: job.minerId,
+        instanceId: job.instanceId,
+        attempts: job.attempts,
+        ...o,
+        promptTokens,
+        holdNano: meter.holdNano,
+        costNano: charged,
+        minerEarningsNano: minerShareNano(charged, shareBps),
+      }),
     );
+    c.executionCtx.waitUntil(Promise.all([job.release(), settled]));
   };
   const headers = { "x-request-id": c.get("requestId") };
-  const relay = { meta, job, startedAt, headers, onEnd, clientGone: c.get("clientGone") };
+  const relay = { meta, job, startedAt, headers, onEnd, billedPrompt, clientGone: c.get("clientGone") };
   if (!request.stream) return relayComplete(relay);
   const { response, done } = relayStream(relay);
   c.executionCtx.waitUntil(done);

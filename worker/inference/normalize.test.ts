@@ -13,6 +13,7 @@ const chute: ChuteRecord = {
   maxOutputTokens: 512,
   promptPriceNanoPerM: 1,
   completionPriceNanoPerM: 1,
+  cachedPromptPriceNanoPerM: null,
   concurrency: 1,
   minInstances: 0,
   maxInstances: 1,

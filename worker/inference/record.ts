@@ -16,23 +16,23 @@ export interface InvocationRecord {
   outcome: "ok" | "error" | "cancelled";
   errorCode: string | null;
   finishReason: string | null;
+  /** Billed counts. */
   promptTokens: number;
   completionTokens: number;
+  /** The miner's counts (null when it sent none). */
+  claimedPromptTokens: number | null;
+  claimedCompletionTokens: number | null;
+  holdNano: number;
+  /** What the ledger charged. */
+  costNano: number;
+  minerEarningsNano: number;
   ttftMs: number | null;
   durationMs: number;
 }
 
-/** Cost in nano-USD, rounded up; prices are nano-USD per million tokens. Integer math only. */
-export function costNano(chute: ChuteRecord, promptTokens: number, completionTokens: number): number {
-  const total =
-    BigInt(promptTokens) * BigInt(chute.promptPriceNanoPerM) +
-    BigInt(completionTokens) * BigInt(chute.completionPriceNanoPerM);
-  return Number((total + 999_999n) / 1_000_000n);
-}
-
 /** Append the invocation to D1 and emit its canonical log line. */
 export async function recordInvocation(db: D1Database, r: InvocationRecord): Promise<void> {
-  const cost = costNano(r.chute, r.promptTokens, r.completionTokens);
+  const cost = r.costNano;
   log.info("invocation", {
     component: "gateway",
     id: r.id,
@@ -65,7 +65,11 @@ export async function recordInvocation(db: D1Database, r: InvocationRecord): Pro
         attempts: r.attempts,
         promptTokens: r.promptTokens,
         completionTokens: r.completionTokens,
+        claimedPromptTokens: r.claimedPromptTokens,
+        claimedCompletionTokens: r.claimedCompletionTokens,
+        holdNano: r.holdNano,
         costNano: cost,
+        minerEarningsNano: r.minerEarningsNano,
         ttftMs: r.ttftMs,
         durationMs: Math.round(r.durationMs),
       })

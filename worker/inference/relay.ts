@@ -11,13 +11,25 @@ import {
   usageChunk,
   type ResponseMeta,
 } from "../openai/format.ts";
+import { plausibleTokens } from "../billing/pricing.ts";
 import type { Dispatched } from "./dispatch.ts";
 import type { InvocationRecord } from "./record.ts";
 
-/** What the relay learned about the job, for billing and the invocation record. */
+/**
+ * What the relay learned about the job, for billing and the invocation record. Completion
+ * tokens are the gateway's own count of what reached the client; the `claimed` counts are the
+ * miner's. `promptTokens` is the miner's count (the gateway has no tokenizer); the caller clamps it.
+ */
 export type JobOutcome = Pick<
   InvocationRecord,
-  "outcome" | "errorCode" | "finishReason" | "promptTokens" | "completionTokens" | "ttftMs"
+  | "outcome"
+  | "errorCode"
+  | "finishReason"
+  | "promptTokens"
+  | "completionTokens"
+  | "claimedPromptTokens"
+  | "claimedCompletionTokens"
+  | "ttftMs"
 >;
 
 export interface RelayOptions {
@@ -29,15 +41,21 @@ export interface RelayOptions {
   clientGone: AbortSignal;
   /** Called exactly once when the job is over, however it ended. */
   onEnd: (outcome: JobOutcome) => void;
+  /** The prompt tokens billed for a miner's prompt count (clamped to the gateway's bound). */
+  billedPrompt: (claimed: number) => number;
 }
 
 /**
- * Tracks delivered tokens: completion tokens are counted from what was relayed, not taken from
- * the miner's claim, so the client is billed only for what it received.
+ * Tracks delivered tokens: completion tokens are counted from what was relayed, each chunk's
+ * claim clamped to what its text can hold, so the client is billed only for what it received and
+ * a miner cannot inflate the count.
  */
 class Tally {
   text = "";
   delivered = 0;
+  claimed = 0;
+  /** The miner's prompt count: from the first chunk, or from the final usage. */
+  promptTokens: number | null = null;
   ttftMs: number | null = null;
   ended = false;
 
@@ -48,14 +66,28 @@ class Tally {
 
   chunk(ev: Extract<JobEvent, { type: "chunk" }>, keepText: boolean): void {
     if (this.ttftMs === null) this.ttftMs = Date.now() - this.startedAt;
-    this.delivered += ev.tokens;
+    if (ev.promptTokens !== undefined && this.promptTokens === null) this.promptTokens = ev.promptTokens;
+    this.claimed += ev.tokens;
+    this.delivered += plausibleTokens(ev.text, ev.tokens);
     if (keepText) this.text += ev.text;
   }
 
-  end(o: Omit<JobOutcome, "ttftMs" | "completionTokens">): void {
+  done(ev: Extract<JobEvent, { type: "done" }>): void {
+    this.promptTokens = ev.usage.promptTokens;
+    this.claimed = ev.usage.completionTokens;
+  }
+
+  end(o: Pick<JobOutcome, "outcome" | "errorCode" | "finishReason">, billed = true): void {
     if (this.ended) return;
     this.ended = true;
-    this.onEnd({ ...o, completionTokens: this.delivered, ttftMs: this.ttftMs });
+    this.onEnd({
+      ...o,
+      promptTokens: billed ? (this.promptTokens ?? 0) : 0,
+      completionTokens: billed ? this.delivered : 0,
+      claimedPromptTokens: this.promptTokens,
+      claimedCompletionTokens: this.claimed,
+      ttftMs: this.ttftMs,
+    });
   }
 }
 
@@ -63,11 +95,14 @@ function failure(ev: Extract<JobEvent, { type: "error" }> | null): { code: keyof
   return ev ?? { code: "miner_disconnected", message: "The miner stopped answering during the request." };
 }
 
-/** When the client goes away: stop the engine and end the job as cancelled. Returns the trigger. */
-function onClientGone(opts: RelayOptions, tally: Tally, promptTokens: () => number): () => void {
+/**
+ * When the client goes away: stop the engine and end the job as cancelled, billed for what was
+ * delivered (streams) or for nothing (a complete body that was never sent). Returns the trigger.
+ */
+function onClientGone(opts: RelayOptions, tally: Tally, billed: boolean): () => void {
   const cancel = () => {
     if (tally.ended) return;
-    tally.end({ outcome: "cancelled", errorCode: null, finishReason: null, promptTokens: promptTokens() });
+    tally.end({ outcome: "cancelled", errorCode: null, finishReason: null }, billed);
     void opts.job.cancel().catch(() => undefined);
     void opts.job.events.cancel();
   };
@@ -85,8 +120,7 @@ function onClientGone(opts: RelayOptions, tally: Tally, promptTokens: () => numb
 export function relayStream(opts: RelayOptions): { response: Response; done: Promise<void> } {
   const { meta, job } = opts;
   const tally = new Tally(opts.startedAt, opts.onEnd);
-  let promptTokens = 0;
-  const cancel = onClientGone(opts, tally, () => promptTokens);
+  const cancel = onClientGone(opts, tally, true);
   const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
   const writer = writable.getWriter();
   // Writes are not awaited: output is bounded by max_tokens; a failed write means the client left.
@@ -102,14 +136,14 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
       if (tally.ended) return; // the client went away meanwhile
     }
     if (ev?.type === "done") {
-      promptTokens = ev.usage.promptTokens;
+      tally.done(ev);
       send(sseEvent(streamChunk(meta, null, ev.finishReason)));
-      if (meta.includeUsage) send(sseEvent(usageChunk(meta, usageBody(promptTokens, tally.delivered))));
-      tally.end({ outcome: "ok", errorCode: null, finishReason: ev.finishReason, promptTokens });
+      if (meta.includeUsage) send(sseEvent(usageChunk(meta, usageBody(opts.billedPrompt(tally.promptTokens ?? 0), tally.delivered))));
+      tally.end({ outcome: "ok", errorCode: null, finishReason: ev.finishReason });
     } else {
       const err = failure(ev);
       send(sseEvent(errorChunk(meta, { message: err.message, type: ERROR_CODES[err.code].type, code: err.code })));
-      tally.end({ outcome: "error", errorCode: err.code, finishReason: "error", promptTokens });
+      tally.end({ outcome: "error", errorCode: err.code, finishReason: "error" });
       void job.cancel().catch(() => undefined); // a silent job still holds the engine
     }
     send(SSE_DONE);
@@ -130,7 +164,7 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
 export async function relayComplete(opts: RelayOptions): Promise<Response> {
   const { meta, job } = opts;
   const tally = new Tally(opts.startedAt, opts.onEnd);
-  onClientGone(opts, tally, () => 0);
+  onClientGone(opts, tally, false);
   let ev: JobEvent | null = job.first;
   while (ev?.type === "chunk") {
     tally.chunk(ev, true);
@@ -139,13 +173,14 @@ export async function relayComplete(opts: RelayOptions): Promise<Response> {
   if (tally.ended) throw new ApiError("request_timeout", "The client closed the request.");
   if (ev?.type !== "done") {
     const err = failure(ev);
-    tally.delivered = 0; // the client receives none of it, so none of it is billed
-    tally.end({ outcome: "error", errorCode: err.code, finishReason: "error", promptTokens: 0 });
+    // The client receives none of it, so none of it is billed.
+    tally.end({ outcome: "error", errorCode: err.code, finishReason: "error" }, false);
     void job.cancel().catch(() => undefined);
     throw new ApiError(err.code, err.message);
   }
-  const { promptTokens } = ev.usage;
-  tally.end({ outcome: "ok", errorCode: null, finishReason: ev.finishReason, promptTokens });
-  const body = completeBody(meta, tally.text, ev.finishReason, usageBody(promptTokens, tally.delivered));
+  tally.done(ev);
+  tally.end({ outcome: "ok", errorCode: null, finishReason: ev.finishReason });
+  const usage = usageBody(opts.billedPrompt(tally.promptTokens ?? 0), tally.delivered);
+  const body = completeBody(meta, tally.text, ev.finishReason, usage);
   return new Response(JSON.stringify(body), { headers: { ...opts.headers, "content-type": "application/json" } });
 }

@@ -1,0 +1,281 @@
+import { DurableObject } from "cloudflare:workers";
+
+/**
+ * One per account: the account's money, in integer nano-USD. An append-only ledger of entries
+ * (credits, holds, settles, releases, expiries), each idempotent by its (kind, ref) and each
+ * carrying its effect on the balance and on the amount held. The balance is the sum of the
+ * entries' balance effects; available = balance - held, and it never goes below zero: a hold is
+ * only placed when available covers it, and a settle never charges more than its hold.
+ *
+ * All mutations are synchronous SQLite work inside one call, so concurrent requests for one
+ * account are serialized by the object and cannot overspend.
+ */
+
+export type HoldResult =
+  | { ok: true; holdNano: number; availableNano: number }
+  | { ok: false; availableNano: number; requiredNano: number };
+
+export interface SettleResult {
+  /** Charged to the balance (never more than the hold). */
+  chargedNano: number;
+  /** Hold returned to the available balance. */
+  releasedNano: number;
+  /** True when this settle had already been applied (a replay). */
+  replay: boolean;
+}
+
+export interface LedgerSummary {
+  balanceNano: number;
+  heldNano: number;
+  availableNano: number;
+  holds: number;
+}
+
+export interface LedgerAudit extends LedgerSummary {
+  entriesBalanceNano: number;
+  entriesHeldNano: number;
+  holdsSumNano: number;
+  ok: boolean;
+}
+
+export interface LedgerEntry {
+  seq: number;
+  kind: EntryKind;
+  ref: string;
+  amountNano: number;
+  heldNano: number;
+  at: number;
+}
+
+type EntryKind = "credit" | "hold" | "settle" | "release" | "expire";
+
+export interface QuotaResult {
+  ok: boolean;
+  used: number;
+  limit: number;
+}
+
+const SCHEMA_VERSION = 1;
+/** How often the expiry alarm looks again while holds remain. */
+const MAX_ALARM_DELAY_MS = 60 * 60_000;
+
+export class AccountLedger extends DurableObject<Env> {
+  private readonly sql: SqlStorage;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    void ctx.blockConcurrencyWhile(async () => this.migrate());
+  }
+
+  private migrate(): void {
+    this.sql.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value)");
+    if ((this.meta("schema") ?? 0) >= SCHEMA_VERSION) return;
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS entries (
+      seq INTEGER PRIMARY KEY AUTOINCREMENT,
+      kind TEXT NOT NULL, ref TEXT NOT NULL,
+      amount INTEGER NOT NULL, held INTEGER NOT NULL, at INTEGER NOT NULL,
+      UNIQUE (kind, ref))`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS holds (
+      id TEXT PRIMARY KEY, amount INTEGER NOT NULL, expires_at INTEGER NOT NULL)`);
+    this.sql.exec("CREATE INDEX IF NOT EXISTS holds_expiry ON holds (expires_at)");
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS quota (day TEXT PRIMARY KEY, used INTEGER NOT NULL)`);
+    this.setMeta("balance", 0);
+    this.setMeta("held", 0);
+    this.setMeta("schema", SCHEMA_VERSION);
+  }
+
+  private meta(key: string): number | null {
+    const row = this.sql.exec<{ value: number }>("SELECT value FROM meta WHERE key = ?", key).toArray()[0];
+    return row ? row.value : null;
+  }
+
+  private setMeta(key: string, value: number | string): void {
+    this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", key, value);
+  }
+
+  private totals(): { balance: number; held: number } {
+    return { balance: this.meta("balance") ?? 0, held: this.meta("held") ?? 0 };
+  }
+
+  /** Append an entry and apply its effects; false (and nothing applied) when (kind, ref) exists. */
+  private append(kind: EntryKind, ref: string, amount: number, held: number): boolean {
+    const inserted = this.sql
+      .exec("INSERT OR IGNORE INTO entries (kind, ref, amount, held, at) VALUES (?, ?, ?, ?, ?)", kind, ref, amount, held, Date.now())
+      .rowsWritten;
+    if (inserted === 0) return false;
+    const t = this.totals();
+    this.setMeta("balance", t.balance + amount);
+    this.setMeta("held", t.held + held);
+    return true;
+  }
+
+  private entry(kind: EntryKind, ref: string): { amount: number; held: number } | null {
+    return this.sql.exec<{ amount: number; held: number }>("SELECT amount, held FROM entries WHERE kind = ? AND ref = ?", kind, ref).toArray()[0] ?? null;
+  }
+
+  /**
+   * Pull credits recorded in D1 that this ledger has not applied (the seed, or a credit whose
+   * second step did not reach the ledger). Done when the ledger first serves an account and
+   * before refusing a hold.
+   */
+  private async sync(accountId: string): Promise<void> {
+    const rows = await this.env.DB.prepare("SELECT reference, amount_nano FROM credits WHERE account_id = ?")
+      .bind(accountId)
+      .all<{ reference: string; amount_nano: number }>();
+    this.ctx.storage.transactionSync(() => {
+      for (const r of rows.results) this.append("credit", r.reference, r.amount_nano, 0);
+      this.setMeta("account", accountId);
+    });
+  }
+
+  private async ensureSynced(accountId: string): Promise<void> {
+    if (this.sqlMetaText("account") === null) await this.sync(accountId);
+  }
+
+  private sqlMetaText(key: string): string | null {
+    const row = this.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", key).toArray()[0];
+    return row ? String(row.value) : null;
+  }
+
+  /** Apply a credit once per reference. */
+  async credit(accountId: string, reference: string, amountNano: number): Promise<{ applied: boolean; balanceNano: number }> {
+    assertAmount(amountNano);
+    await this.ensureSynced(accountId);
+    const applied = this.ctx.storage.transactionSync(() => this.append("credit", reference, amountNano, 0));
+    return { applied, balanceNano: this.totals().balance };
+  }
+
+  /**
+   * Reserve `amountNano` for invocation `id` until it settles or `ttlMs` passes. Idempotent:
+   * holding the same id again returns the existing hold.
+   */
+  async hold(accountId: string, id: string, amountNano: number, ttlMs: number): Promise<HoldResult> {
+    assertAmount(amountNano);
+    await this.ensureSynced(accountId);
+    let result = this.tryHold(id, amountNano, ttlMs);
+    if (!result.ok) {
+      await this.sync(accountId); // a credit may have landed in D1 without reaching us
+      result = this.tryHold(id, amountNano, ttlMs);
+    }
+    return result;
+  }
+
+  private tryHold(id: string, amountNano: number, ttlMs: number): HoldResult {
+    return this.ctx.storage.transactionSync((): HoldResult => {
+      const existing = this.entry("hold", id);
+      const { balance, held } = this.totals();
+      if (existing) return { ok: true, holdNano: existing.held, availableNano: balance - held };
+      if (balance - held < amountNano) return { ok: false, availableNano: balance - held, requiredNano: amountNano };
+      const expiresAt = Date.now() + ttlMs;
+      this.append("hold", id, 0, amountNano);
+      this.sql.exec("INSERT INTO holds (id, amount, expires_at) VALUES (?, ?, ?)", id, amountNano, expiresAt);
+      this.armAlarm(expiresAt);
+      return { ok: true, holdNano: amountNano, availableNano: balance - held - amountNano };
+    });
+  }
+
+  /**
+   * Charge the real cost of invocation `id` and release the rest of its hold. Never charges more
+   * than the hold. A settle for a hold that already expired (or was never placed) charges at most
+   * what is available, so the balance cannot go below what other holds reserve. Idempotent.
+   */
+  async settle(accountId: string, id: string, costNano: number): Promise<SettleResult> {
+    assertAmount(costNano);
+    await this.ensureSynced(accountId);
+    return this.ctx.storage.transactionSync((): SettleResult => {
+      const done = this.entry("settle", id);
+      if (done) {
+        const released = this.entry("release", id);
+        return { chargedNano: -done.amount, releasedNano: released ? -released.held : 0, replay: true };
+      }
+      const hold = this.sql.exec<{ amount: number }>("SELECT amount FROM holds WHERE id = ?", id).toArray()[0];
+      if (hold) {
+        const charged = Math.min(costNano, hold.amount);
+        this.append("settle", id, -charged, -charged);
+        this.append("release", id, 0, -(hold.amount - charged));
+        this.sql.exec("DELETE FROM holds WHERE id = ?", id);
+        return { chargedNano: charged, releasedNano: hold.amount - charged, replay: false };
+      }
+      const { balance, held } = this.totals();
+      const charged = Math.min(costNano, Math.max(0, balance - held));
+      this.append("settle", id, -charged, 0);
+      return { chargedNano: charged, releasedNano: 0, replay: false };
+    });
+  }
+
+  /** Count one request of a free chute against today's quota (UTC day). */
+  async useFreeQuota(accountId: string, limit: number): Promise<QuotaResult> {
+    await this.ensureSynced(accountId);
+    const day = new Date().toISOString().slice(0, 10);
+    return this.ctx.storage.transactionSync((): QuotaResult => {
+      const used = this.sql.exec<{ used: number }>("SELECT used FROM quota WHERE day = ?", day).toArray()[0]?.used ?? 0;
+      if (used >= limit) return { ok: false, used, limit };
+      this.sql.exec("INSERT OR REPLACE INTO quota (day, used) VALUES (?, ?)", day, used + 1);
+      this.sql.exec("DELETE FROM quota WHERE day < ?", day);
+      return { ok: true, used: used + 1, limit };
+    });
+  }
+
+  async summary(accountId: string): Promise<LedgerSummary> {
+    await this.ensureSynced(accountId);
+    const { balance, held } = this.totals();
+    const holds = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM holds").one().n;
+    return { balanceNano: balance, heldNano: held, availableNano: balance - held, holds };
+  }
+
+  /** The newest entries, newest first. */
+  async entries(limit = 100): Promise<LedgerEntry[]> {
+    return this.sql
+      .exec<{ seq: number; kind: EntryKind; ref: string; amount: number; held: number; at: number }>(
+        "SELECT * FROM entries ORDER BY seq DESC LIMIT ?",
+        Math.max(1, Math.min(limit, 1000)),
+      )
+      .toArray()
+      .map((r) => ({ seq: r.seq, kind: r.kind, ref: r.ref, amountNano: r.amount, heldNano: r.held, at: r.at }));
+  }
+
+  /** Check the ledger's invariants: totals equal the sums of the entries, and nothing is overspent. */
+  async audit(): Promise<LedgerAudit> {
+    const { balance, held } = this.totals();
+    const sums = this.sql.exec<{ b: number | null; h: number | null }>("SELECT sum(amount) AS b, sum(held) AS h FROM entries").one();
+    const holds = this.sql.exec<{ s: number | null; n: number }>("SELECT sum(amount) AS s, count(*) AS n FROM holds").one();
+    const entriesBalanceNano = sums.b ?? 0;
+    const entriesHeldNano = sums.h ?? 0;
+    const holdsSumNano = holds.s ?? 0;
+    return {
+      balanceNano: balance,
+      heldNano: held,
+      availableNano: balance - held,
+      holds: holds.n,
+      entriesBalanceNano,
+      entriesHeldNano,
+      holdsSumNano,
+      ok: entriesBalanceNano === balance && entriesHeldNano === held && holdsSumNano === held && balance - held >= 0,
+    };
+  }
+
+  /** Release holds whose request vanished (the Worker that placed them never settled). */
+  override async alarm(): Promise<void> {
+    const now = Date.now();
+    this.ctx.storage.transactionSync(() => {
+      const expired = this.sql.exec<{ id: string; amount: number }>("SELECT id, amount FROM holds WHERE expires_at <= ?", now).toArray();
+      for (const h of expired) {
+        this.append("expire", h.id, 0, -h.amount);
+        this.sql.exec("DELETE FROM holds WHERE id = ?", h.id);
+      }
+    });
+    const next = this.sql.exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM holds").one().t;
+    if (next !== null) await this.ctx.storage.setAlarm(Math.min(next, now + MAX_ALARM_DELAY_MS));
+  }
+
+  private armAlarm(at: number): void {
+    void this.ctx.storage.getAlarm().then((current) => {
+      if (current === null || current > at) return this.ctx.storage.setAlarm(at);
+    });
+  }
+}
+
+function assertAmount(n: number): void {
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`amount must be a non-negative safe integer, got ${n}`);
+}
