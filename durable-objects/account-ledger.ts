@@ -11,49 +11,9 @@ import { DurableObject } from "cloudflare:workers";
  * account are serialized by the object and cannot overspend.
  */
 
-export type HoldResult =
-  | { ok: true; holdNano: number; availableNano: number }
-  | { ok: false; availableNano: number; requiredNano: number };
+import type { EntryKind, HoldResult, LedgerAudit, LedgerEntry, LedgerSummary, QuotaResult, SettleResult } from "./ledger-types.ts";
 
-export interface SettleResult {
-  /** Charged to the balance (never more than the hold). */
-  chargedNano: number;
-  /** Hold returned to the available balance. */
-  releasedNano: number;
-  /** True when this settle had already been applied (a replay). */
-  replay: boolean;
-}
-
-export interface LedgerSummary {
-  balanceNano: number;
-  heldNano: number;
-  availableNano: number;
-  holds: number;
-}
-
-export interface LedgerAudit extends LedgerSummary {
-  entriesBalanceNano: number;
-  entriesHeldNano: number;
-  holdsSumNano: number;
-  ok: boolean;
-}
-
-export interface LedgerEntry {
-  seq: number;
-  kind: EntryKind;
-  ref: string;
-  amountNano: number;
-  heldNano: number;
-  at: number;
-}
-
-type EntryKind = "credit" | "hold" | "settle" | "release" | "expire";
-
-export interface QuotaResult {
-  ok: boolean;
-  used: number;
-  limit: number;
-}
+export type { HoldResult, LedgerAudit, LedgerEntry, LedgerSummary, QuotaResult, SettleResult };
 
 const SCHEMA_VERSION = 1;
 /** How often the expiry alarm looks again while holds remain. */
@@ -100,10 +60,8 @@ export class AccountLedger extends DurableObject<Env> {
 
   /** Append an entry and apply its effects; false (and nothing applied) when (kind, ref) exists. */
   private append(kind: EntryKind, ref: string, amount: number, held: number): boolean {
-    const inserted = this.sql
-      .exec("INSERT OR IGNORE INTO entries (kind, ref, amount, held, at) VALUES (?, ?, ?, ?, ?)", kind, ref, amount, held, Date.now())
-      .rowsWritten;
-    if (inserted === 0) return false;
+    if (this.entry(kind, ref)) return false;
+    this.sql.exec("INSERT INTO entries (kind, ref, amount, held, at) VALUES (?, ?, ?, ?, ?)", kind, ref, amount, held, Date.now());
     const t = this.totals();
     this.setMeta("balance", t.balance + amount);
     this.setMeta("held", t.held + held);

@@ -30,6 +30,8 @@ export interface UpstreamBehaviour {
   malformed?: boolean | "shape" | "json";
   /** Leave out the usage chunk even when the request asked for it. */
   omitUsage?: boolean;
+  /** Report this usage instead of the true counts (a dishonest server). */
+  claimUsage?: { prompt_tokens: number; completion_tokens: number };
 }
 
 export interface UpstreamDoubleOptions extends UpstreamBehaviour {
@@ -146,6 +148,8 @@ function tokenChunk(s: Stream, piece: string): string {
 }
 
 function usageOf(s: Stream, completion: number): Record<string, number> {
+  const claim = s.behaviour.claimUsage;
+  if (claim) return { ...claim, total_tokens: claim.prompt_tokens + claim.completion_tokens };
   const prompt = promptTokens(s.received.body);
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
