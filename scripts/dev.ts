@@ -5,6 +5,7 @@
  * Writes .sluice/dev.json and prints how to call it. Ctrl-C stops everything.
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { createInterface } from "node:readline";
@@ -36,6 +37,19 @@ function loadOrMakeSeed(): Seed {
   const seed = makeSeed({ creditUsd: 10 });
   writeFileSync(path, JSON.stringify(seed, null, 2), { mode: 0o600 });
   return seed;
+}
+
+/**
+ * The gateway's secrets for local runs (wrangler secrets in production), made once and reused:
+ * `wrangler dev --env-file` reads them, and `npm run admin` signs its tokens with ADMIN_JWT_SECRET.
+ */
+function ensureSecretsEnv(): string {
+  const path = `${STATE}/secrets.env`;
+  if (!existsSync(path)) {
+    const secret = () => randomBytes(32).toString("hex");
+    writeFileSync(path, `ADMIN_JWT_SECRET=${secret()}\nPAYMENT_WEBHOOK_SECRET=${secret()}\n`, { mode: 0o600 });
+  }
+  return path;
 }
 
 function run(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
@@ -101,7 +115,8 @@ async function main(): Promise<void> {
   wrangler(["d1", "execute", "DB", "--local", "--persist-to", PERSIST, "--file", `${STATE}/seed.sql`]);
 
   step(`Starting the gateway (wrangler dev) on ${ORIGIN}`);
-  run("gateway", process.execPath, [WRANGLER, "dev", "--ip", "127.0.0.1", "--port", String(PORT), "--persist-to", PERSIST, "--log-level", "warn", "--show-interactive-dev-session=false"], wranglerEnv);
+  const secretsEnv = ensureSecretsEnv();
+  run("gateway", process.execPath, [WRANGLER, "dev", "--ip", "127.0.0.1", "--port", String(PORT), "--persist-to", PERSIST, "--env-file", secretsEnv, "--log-level", "warn", "--show-interactive-dev-session=false"], wranglerEnv);
   await waitFor("the gateway", async () => (await fetch(`${ORIGIN}/health`)).ok, 60_000);
 
   const miner = seed.miners[0]!;
@@ -141,6 +156,7 @@ async function main(): Promise<void> {
   account   ${seed.accountId}, credit $${(seed.creditNano / 1e9).toFixed(2)}
   miner     ${miner.id}, serving ${dev.model} with llama.cpp (models/tiny-sluice.gguf)
   settings  .sluice/dev.json  (baseURL, apiKey, model)
+  operator  npm run admin -- help  (admin CLI; local secrets in .sluice/secrets.env)
 
 Try it:
   curl ${baseURL}/chat/completions \\
