@@ -19,23 +19,58 @@ export interface AcquireRequest {
   avoid: string[];
   /** How long to wait for a free slot when all are busy. */
   waitMs: number;
+  /**
+   * Hashes of the request's leading parts (shortest first): an instance that recently served a
+   * request with the same prefix likely holds it in its KV cache.
+   */
+  prefixes?: string[];
 }
 
 export type AcquireResult =
-  | { ok: true; leaseId: string; instanceId: string; minerId: string }
+  | { ok: true; leaseId: string; instanceId: string; minerId: string; affinity: boolean }
   | { ok: false; code: "no_capacity" | "capacity_exceeded" };
 
+/** How a lease ended, for the instance's health score. */
+export interface LeaseReport {
+  /** ok: served; failed: the instance failed the request; neutral: e.g. the client left. */
+  result: "ok" | "failed" | "neutral";
+  ttftMs?: number | null;
+  /** Completion tokens and the time from first token to end, for tokens/s. */
+  tokens?: number;
+  streamMs?: number;
+}
+
+export interface InstanceHealth {
+  ttftMs: number | null;
+  tokensPerSecond: number | null;
+  errorRate: number;
+  consecutiveFailures: number;
+  disabledUntil: number | null;
+  served: number;
+}
+
 export interface RouterSnapshot {
-  instances: (RouterInstance & { inflight: number })[];
+  instances: (RouterInstance & { inflight: number; health: InstanceHealth })[];
   waiting: number;
+  affinityHits: number;
 }
 
 /** A lease not released within this time is presumed lost (its Worker died) and expires. */
 const LEASE_TTL_MS = 30 * 60_000;
+/** Weight of the newest sample in the health averages. */
+const EWMA_ALPHA = 0.3;
+/** Consecutive failures after which an instance is taken out of rotation, with backoff. */
+const DISABLE_AFTER_FAILURES = 3;
+const DISABLE_MIN_MS = 1_000;
+const DISABLE_MAX_MS = 60_000;
+/** An affinity instance is chosen while its load is within this much of the least loaded. */
+const AFFINITY_SLACK = 0.25;
+const MAX_PREFIX_ENTRIES = 20_000;
 const SCHEMA_VERSION = 1;
 
 interface Waiter {
   avoid: Set<string>;
+  prefixes: string[];
   resolve: (r: AcquireResult) => void;
   timer: ReturnType<typeof setTimeout>;
 }
@@ -46,6 +81,10 @@ export class ChuteRouter extends DurableObject<Env> {
   private readonly leases = new Map<string, { instanceId: string; expiresAt: number }>();
   private readonly inflight = new Map<string, number>();
   private waiters: Waiter[] = [];
+  private readonly health = new Map<string, InstanceHealth>();
+  /** Prefix hash -> the instance that last served it (insertion order = recency). */
+  private readonly prefixes = new Map<string, string>();
+  private affinityHits = 0;
   /** When the lease-expiry alarm is armed for, or null. */
   private alarmAt: number | null = null;
 
@@ -85,11 +124,13 @@ export class ChuteRouter extends DurableObject<Env> {
   /** Take a slot on the best instance, waiting up to `waitMs` when all are busy. */
   async acquire(req: AcquireRequest): Promise<AcquireResult> {
     const avoid = new Set(req.avoid);
-    const now = this.tryAcquire(avoid);
+    const prefixes = req.prefixes ?? [];
+    const now = this.tryAcquire(avoid, prefixes);
     if (now.ok || now.code === "no_capacity" || req.waitMs <= 0) return now;
     return new Promise<AcquireResult>((resolve) => {
       const waiter: Waiter = {
         avoid,
+        prefixes,
         resolve,
         timer: setTimeout(() => {
           this.waiters = this.waiters.filter((w) => w !== waiter);
@@ -100,10 +141,11 @@ export class ChuteRouter extends DurableObject<Env> {
     });
   }
 
-  /** Give a slot back. Idempotent: releasing an unknown lease does nothing. */
-  release(leaseId: string): void {
+  /** Give a slot back, with how the request went. Idempotent: releasing an unknown lease does nothing. */
+  release(leaseId: string, report?: LeaseReport): void {
     const lease = this.leases.get(leaseId);
     if (!lease) return;
+    if (report) this.observe(lease.instanceId, report);
     this.leases.delete(leaseId);
     this.sql.exec("DELETE FROM leases WHERE lease_id = ?", leaseId);
     const n = (this.inflight.get(lease.instanceId) ?? 1) - 1;
@@ -138,9 +180,44 @@ export class ChuteRouter extends DurableObject<Env> {
 
   snapshot(): RouterSnapshot {
     return {
-      instances: [...this.instances.values()].map((i) => ({ ...i, inflight: this.inflight.get(i.instanceId) ?? 0 })),
+      instances: [...this.instances.values()].map((i) => ({
+        ...i,
+        inflight: this.inflight.get(i.instanceId) ?? 0,
+        health: this.healthOf(i.instanceId),
+      })),
       waiting: this.waiters.length,
+      affinityHits: this.affinityHits,
     };
+  }
+
+  private healthOf(instanceId: string): InstanceHealth {
+    let h = this.health.get(instanceId);
+    if (!h) {
+      h = { ttftMs: null, tokensPerSecond: null, errorRate: 0, consecutiveFailures: 0, disabledUntil: null, served: 0 };
+      this.health.set(instanceId, h);
+    }
+    return h;
+  }
+
+  /** Fold a finished request into the instance's health: latency and speed averages, failures with backoff. */
+  private observe(instanceId: string, r: LeaseReport): void {
+    if (r.result === "neutral") return;
+    const h = this.healthOf(instanceId);
+    const ewma = (prev: number | null, x: number) => (prev === null ? x : prev + EWMA_ALPHA * (x - prev));
+    h.errorRate = ewma(h.errorRate, r.result === "failed" ? 1 : 0);
+    if (r.result === "failed") {
+      h.consecutiveFailures++;
+      if (h.consecutiveFailures >= DISABLE_AFTER_FAILURES) {
+        const backoff = Math.min(DISABLE_MAX_MS, DISABLE_MIN_MS * 2 ** (h.consecutiveFailures - DISABLE_AFTER_FAILURES));
+        h.disabledUntil = Date.now() + backoff;
+      }
+      return;
+    }
+    h.consecutiveFailures = 0;
+    h.disabledUntil = null;
+    h.served++;
+    if (r.ttftMs != null) h.ttftMs = ewma(h.ttftMs, r.ttftMs);
+    if (r.tokens && r.streamMs && r.tokens > 1 && r.streamMs > 0) h.tokensPerSecond = ewma(h.tokensPerSecond, (r.tokens * 1000) / r.streamMs);
   }
 
   override async alarm(): Promise<void> {
@@ -154,13 +231,21 @@ export class ChuteRouter extends DurableObject<Env> {
 
   private removeInstance(instanceId: string): void {
     this.instances.delete(instanceId);
+    this.health.delete(instanceId);
     this.sql.exec("DELETE FROM instances WHERE instance_id = ?", instanceId);
   }
 
-  private tryAcquire(avoid: Set<string>): AcquireResult {
-    const best = this.pick(avoid);
-    if (best === "none") return { ok: false, code: "no_capacity" };
-    if (best === "full") return { ok: false, code: "capacity_exceeded" };
+  private tryAcquire(avoid: Set<string>, prefixes: string[]): AcquireResult {
+    const picked = this.pick(avoid, prefixes);
+    if (picked === "none") return { ok: false, code: "no_capacity" };
+    if (picked === "full") return { ok: false, code: "capacity_exceeded" };
+    const { inst: best, affinity } = picked;
+    if (affinity) this.affinityHits++;
+    for (const p of prefixes) {
+      this.prefixes.delete(p);
+      this.prefixes.set(p, best.instanceId);
+    }
+    while (this.prefixes.size > MAX_PREFIX_ENTRIES) this.prefixes.delete(this.prefixes.keys().next().value!);
     const leaseId = crypto.randomUUID();
     const expiresAt = Date.now() + LEASE_TTL_MS;
     this.leases.set(leaseId, { instanceId: best.instanceId, expiresAt });
@@ -172,17 +257,23 @@ export class ChuteRouter extends DurableObject<Env> {
       expiresAt,
     );
     if (this.alarmAt === null) this.armAlarm(expiresAt);
-    return { ok: true, leaseId, instanceId: best.instanceId, minerId: best.minerId };
+    return { ok: true, leaseId, instanceId: best.instanceId, minerId: best.minerId, affinity };
   }
 
   /**
-   * Least outstanding requests relative to capacity; ties go to the instance with the most free
-   * slots, then to the lowest id, so the choice is deterministic.
+   * The instance with the lowest cost: outstanding requests relative to capacity, weighted by
+   * health (recent errors, and speed relative to the fastest instance), so slow or failing
+   * instances get less traffic. Instances in a failure backoff are skipped while any other can
+   * serve. Ties go to the instance with the most free slots, then the lowest id (deterministic).
+   * Prefix affinity: the instance that last served the longest matching prefix wins while its
+   * load is within AFFINITY_SLACK of the best.
    */
-  private pick(avoid: Set<string>): RouterInstance | "none" | "full" {
-    let best: RouterInstance | undefined;
-    let bestLoad = Infinity;
-    let bestFree = -1;
+  private pick(avoid: Set<string>, prefixes: string[] = []): { inst: RouterInstance; affinity: boolean } | "none" | "full" {
+    const now = Date.now();
+    let fastest = 0;
+    for (const inst of this.instances.values()) fastest = Math.max(fastest, this.health.get(inst.instanceId)?.tokensPerSecond ?? 0);
+    const candidates: { inst: RouterInstance; cost: number; load: number; free: number }[] = [];
+    const resting: typeof candidates = [];
     let any = false;
     for (const inst of this.instances.values()) {
       if (avoid.has(inst.instanceId)) continue;
@@ -190,24 +281,30 @@ export class ChuteRouter extends DurableObject<Env> {
       const busy = this.inflight.get(inst.instanceId) ?? 0;
       const free = inst.maxConcurrency - busy;
       if (free <= 0) continue;
-      const load = busy / inst.maxConcurrency;
-      if (
-        load < bestLoad ||
-        (load === bestLoad && free > bestFree) ||
-        (load === bestLoad && free === bestFree && best !== undefined && inst.instanceId < best.instanceId)
-      ) {
-        best = inst;
-        bestLoad = load;
-        bestFree = free;
-      }
+      const h = this.health.get(inst.instanceId);
+      const load = (busy + 1) / inst.maxConcurrency;
+      const speed = h?.tokensPerSecond && fastest > 0 ? Math.min(4, fastest / h.tokensPerSecond) : 1;
+      const cost = load * (1 + 4 * (h?.errorRate ?? 0)) * speed;
+      (h?.disabledUntil && h.disabledUntil > now ? resting : candidates).push({ inst, cost, load, free });
     }
-    return best ?? (any ? "full" : "none");
+    const pool = candidates.length > 0 ? candidates : resting;
+    if (pool.length === 0) return any ? "full" : "none";
+    pool.sort((a, b) => a.cost - b.cost || b.free - a.free || (a.inst.instanceId < b.inst.instanceId ? -1 : 1));
+    const best = pool[0]!;
+    for (let i = prefixes.length - 1; i >= 0; i--) {
+      const owner = this.prefixes.get(prefixes[i]!);
+      if (owner === undefined) continue;
+      const match = pool.find((c) => c.inst.instanceId === owner);
+      if (match && match.load <= best.load + AFFINITY_SLACK) return { inst: match.inst, affinity: true };
+      break; // the longest known prefix's instance is busy or gone: plain balancing
+    }
+    return { inst: best.inst, affinity: false };
   }
 
   private serveWaiters(): void {
     while (this.waiters.length > 0) {
       const waiter = this.waiters[0]!;
-      const r = this.tryAcquire(waiter.avoid);
+      const r = this.tryAcquire(waiter.avoid, waiter.prefixes);
       if (!r.ok && r.code === "capacity_exceeded") return;
       this.waiters.shift();
       clearTimeout(waiter.timer);

@@ -12,6 +12,7 @@ import {
 } from "../protocol/index.ts";
 import { sha256Hex } from "../worker/catalog/hash.ts";
 import { chutes, miners } from "../worker/db/schema.ts";
+import { numberVar } from "../worker/env.ts";
 import { log } from "../worker/log.ts";
 import { encodeJobEvent, type JobEvent } from "./job-events.ts";
 
@@ -47,11 +48,15 @@ export interface StartJob {
 
 /** An agent must authenticate within this time after connecting. */
 const AUTH_TIMEOUT_MS = 10_000;
+/** An agent silent this long (no frame, no heartbeat) is evicted, unless MINER_STALE_AFTER_MS says otherwise. */
+const DEFAULT_STALE_AFTER_MS = 35_000;
 const HEARTBEAT_PING = JSON.stringify({ type: "ping", t: 0 });
 const HEARTBEAT_PONG = JSON.stringify({ type: "pong", t: 0 });
 
 export class MinerSession extends DurableObject<Env> {
   private readonly jobs = new Map<string, LiveJob>();
+  /** When each session last sent a frame (heartbeats answered by auto-response are tracked by the runtime). */
+  private readonly lastFrameAt = new Map<string, number>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -116,6 +121,7 @@ export class MinerSession extends DurableObject<Env> {
     try {
       const att = attachmentOf(ws);
       if (!att) return ws.close(CloseCode.protocolError, "no session");
+      this.lastFrameAt.set(att.sessionId, Date.now());
       const parsed = parseAgentFrame(message);
       if (!parsed.ok) {
         log.warn("miner.frame_invalid", { component: "MinerSession", minerId: att.minerId, error: parsed.error });
@@ -149,15 +155,36 @@ export class MinerSession extends DurableObject<Env> {
     }
   }
 
-  /** Close sockets that never authenticated. */
+  /**
+   * Close sockets that never authenticated, and evict agents that went silent: a stalled or
+   * half-dead agent's jobs are failed cleanly and its instances withdrawn from routing, instead
+   * of waiting for TCP to notice. Re-armed while any socket is open.
+   */
   override async alarm(): Promise<void> {
     const now = Date.now();
+    const staleAfter = numberVar(this.env.MINER_STALE_AFTER_MS, DEFAULT_STALE_AFTER_MS);
+    let next = Infinity;
     for (const ws of this.ctx.getWebSockets()) {
       const att = attachmentOf(ws);
-      if (att?.state === "challenged" && now - att.connectedAt >= AUTH_TIMEOUT_MS) {
-        ws.close(CloseCode.authFailed, "authentication timed out");
+      if (!att) continue;
+      if (att.state === "challenged") {
+        if (now - att.connectedAt >= AUTH_TIMEOUT_MS) ws.close(CloseCode.authFailed, "authentication timed out");
+        else next = Math.min(next, att.connectedAt + AUTH_TIMEOUT_MS);
+        continue;
+      }
+      const heard = Math.max(
+        att.connectedAt,
+        this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0,
+        this.lastFrameAt.get(att.sessionId) ?? 0,
+      );
+      if (now - heard >= staleAfter) {
+        log.warn("miner.stale", { component: "MinerSession", minerId: att.minerId, silentMs: now - heard });
+        this.closeSession(ws, CloseCode.stale, "no heartbeat");
+      } else {
+        next = Math.min(next, heard + staleAfter);
       }
     }
+    if (next !== Infinity) await this.ctx.storage.setAlarm(next);
   }
 
   private async authenticate(ws: WebSocket, att: Attachment, frame: AgentFrame): Promise<void> {
@@ -179,6 +206,10 @@ export class MinerSession extends DurableObject<Env> {
     ws.serializeAttachment(ready);
     send(ws, { type: "welcome", minerId: att.minerId, sessionId: att.sessionId });
     log.info("miner.connected", { component: "MinerSession", minerId: att.minerId });
+    this.lastFrameAt.set(att.sessionId, Date.now());
+    const checkAt = Date.now() + numberVar(this.env.MINER_STALE_AFTER_MS, DEFAULT_STALE_AFTER_MS);
+    const armed = await this.ctx.storage.getAlarm();
+    if (armed === null || armed > checkAt) await this.ctx.storage.setAlarm(checkAt);
     await drizzle(this.env.DB).update(miners).set({ lastSeenAt: Date.now() }).where(eq(miners.id, att.minerId));
   }
 

@@ -47,6 +47,7 @@ export class MinerAgent {
       gateway: config.gateway,
       minerId: config.minerId,
       token: config.token,
+      heartbeatMs: config.heartbeatMs,
       onReady: () => this.announce(),
       onFrame: (frame) => this.onFrame(frame),
       onLost: () => this.abortAll("gateway connection lost"),

@@ -41,6 +41,11 @@ export const AgentConfig = z.object({
     .min(1),
   /** Drain: how long SIGTERM waits for in-flight jobs before exiting anyway. */
   drainTimeoutMs: z.int().positive().default(120_000),
+  /**
+   * Heartbeat interval. The gateway evicts an agent it has not heard from for a while
+   * (MINER_STALE_AFTER_MS, 35 s by default), so keep this well below that.
+   */
+  heartbeatMs: z.int().min(100).max(15_000).default(10_000),
 });
 export type AgentConfig = z.infer<typeof AgentConfig>;
 
@@ -55,6 +60,7 @@ export interface ResolvedConfig {
   minerId: string;
   token: string;
   drainTimeoutMs: number;
+  heartbeatMs: number;
   instances: ResolvedInstance[];
 }
 
@@ -71,6 +77,7 @@ export async function loadConfig(path: string): Promise<ResolvedConfig> {
     minerId: cfg.minerId,
     token,
     drainTimeoutMs: cfg.drainTimeoutMs,
+    heartbeatMs: cfg.heartbeatMs,
     instances: cfg.chutes.map((c) => ({
       chute: c.chute,
       instanceId: c.instanceId ?? `${cfg.minerId}:${c.chute}`,

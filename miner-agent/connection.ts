@@ -18,11 +18,13 @@ export interface ConnectionOptions {
   onFrame: (frame: Extract<GatewayFrame, { type: "job" | "cancel" }>) => void;
   /** Called when an authenticated connection is lost; in-flight jobs are gone with it. */
   onLost: () => void;
+  /** Heartbeat interval; default 10 s. */
+  heartbeatMs?: number;
 }
 
 const HEARTBEAT_MS = 10_000;
-/** No frame at all from the gateway for this long: the connection is presumed dead. */
-const DEAD_AFTER_MS = 30_000;
+/** No frame at all from the gateway for this many heartbeats: the connection is presumed dead. */
+const DEAD_AFTER_HEARTBEATS = 3;
 const BACKOFF_MIN_MS = 250;
 const BACKOFF_MAX_MS = 15_000;
 const HEARTBEAT = JSON.stringify({ type: "ping", t: 0 });
@@ -163,14 +165,15 @@ export class GatewayConnection {
 
   private startHeartbeat(ws: WebSocket): void {
     if (this.heartbeat) clearInterval(this.heartbeat);
+    const every = this.opts.heartbeatMs ?? HEARTBEAT_MS;
     this.heartbeat = setInterval(() => {
-      if (Date.now() - this.lastSeen > DEAD_AFTER_MS) {
+      if (Date.now() - this.lastSeen > every * DEAD_AFTER_HEARTBEATS) {
         log.warn("gateway.unresponsive", { silentMs: Date.now() - this.lastSeen });
         ws.terminate();
         return;
       }
       if (ws.readyState === WebSocket.OPEN) ws.send(HEARTBEAT);
-    }, HEARTBEAT_MS);
+    }, every);
     this.heartbeat.unref();
   }
 }

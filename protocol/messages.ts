@@ -109,4 +109,6 @@ export const CloseCode = {
   authFailed: 4001,
   versionMismatch: 4002,
   replaced: 4003,
+  /** The gateway heard nothing (not even a heartbeat) from the agent for too long. */
+  stale: 4004,
 } as const;

@@ -24,6 +24,8 @@ export interface AgentOptions {
   chute?: string;
   instanceId?: string;
   engine?: EngineConfig;
+  /** Agent heartbeat interval (ms); the agent's default when unset. */
+  heartbeatMs?: number;
 }
 
 export function tinyEngine(parallel = 4, contextSize = 2048): EngineConfig {
@@ -50,6 +52,7 @@ export async function spawnAgent(opts: AgentOptions): Promise<AgentProcess> {
     minerId: opts.minerId,
     token: opts.token,
     drainTimeoutMs: 20_000,
+    ...(opts.heartbeatMs ? { heartbeatMs: opts.heartbeatMs } : {}),
     chutes: [{ chute: opts.chute ?? "sluice/tiny-chat", instanceId: opts.instanceId, engine: opts.engine ?? tinyEngine() }],
   };
   const path = join(dir, "agent.json");

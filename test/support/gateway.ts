@@ -36,7 +36,8 @@ type VarName =
   | "STREAM_IDLE_TIMEOUT_MS"
   | "HOLD_TTL_MS"
   | "MINER_SHARE_BPS"
-  | "FREE_DAILY_REQUESTS";
+  | "FREE_DAILY_REQUESTS"
+  | "MINER_STALE_AFTER_MS";
 
 /** The secrets the test gateway runs with (wrangler secrets in production). */
 export const TEST_SECRETS = {
@@ -65,15 +66,20 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     d1Databases: { DB: "sluice-test" },
     bindings: { ...fromConfig.bindings, ...TEST_SECRETS, ...opts.vars },
     // Keep the gateway's JSON log lines for assertions instead of flooding the test output.
+    // (warnings and errors arrive on stderr, the rest on stdout).
     handleRuntimeStdio(stdout, stderr) {
-      createInterface({ input: stdout }).on("line", (line) => {
-        try {
-          logs.push(JSON.parse(line) as Record<string, unknown>);
-        } catch {
-          process.stdout.write(`[gateway] ${line}\n`);
-        }
-      });
-      stderr.pipe(process.stderr);
+      for (const [input, out] of [
+        [stdout, process.stdout],
+        [stderr, process.stderr],
+      ] as const) {
+        createInterface({ input }).on("line", (line) => {
+          try {
+            logs.push(JSON.parse(line) as Record<string, unknown>);
+          } catch {
+            out.write(`[gateway] ${line}\n`);
+          }
+        });
+      }
     },
     d1Persist: `${persist}/d1`,
     durableObjectsPersist: `${persist}/do`,

@@ -1,8 +1,22 @@
 import type { Gateway } from "./gateway.ts";
 
-interface Snapshot {
-  instances: { instanceId: string; minerId: string; maxConcurrency: number; inflight: number }[];
+export interface Snapshot {
+  instances: {
+    instanceId: string;
+    minerId: string;
+    maxConcurrency: number;
+    inflight: number;
+    health: {
+      ttftMs: number | null;
+      tokensPerSecond: number | null;
+      errorRate: number;
+      consecutiveFailures: number;
+      disabledUntil: number | null;
+      served: number;
+    };
+  }[];
   waiting: number;
+  affinityHits: number;
 }
 
 /** The chute router's view, read through Miniflare's RPC proxy to the Durable Object. */
@@ -10,7 +24,7 @@ export async function routerSnapshot(gw: Gateway, chuteId: string): Promise<Snap
   const ns = await gw.mf.getDurableObjectNamespace("CHUTE_ROUTER");
   // Miniflare proxies RPC to the Durable Object; its types only describe fetch().
   const stub = ns.get(ns.idFromName(chuteId)) as unknown as { snapshot(): Promise<Snapshot> };
-  return stub.snapshot();
+  return JSON.parse(JSON.stringify(await stub.snapshot())) as Snapshot;
 }
 
 /** Waits until the router for `chuteId` lists exactly `count` instances. */

@@ -1,9 +1,11 @@
 import type { JobEvent } from "../../protocol/index.ts";
+import type { LeaseReport } from "../../durable-objects/chute-router.ts";
 import type { MinerSession } from "../../durable-objects/miner-session.ts";
 import { JobEventReader } from "../../durable-objects/job-events.ts";
 import { ApiError } from "../errors.ts";
 import type { ChuteRecord } from "../catalog/types.ts";
 import type { NormalizedRequest } from "./normalize.ts";
+import { prefixHashes } from "./prefix.ts";
 
 /** At most this many instances are tried for one request before the first token. */
 export const MAX_ATTEMPTS = 3;
@@ -28,8 +30,10 @@ export interface Dispatched {
   instanceId: string;
   minerId: string;
   attempts: number;
-  /** Give the router slot back; safe to call more than once. */
-  release(): Promise<void>;
+  /** Whether the router chose the instance for prefix (KV-cache) affinity. */
+  affinity: boolean;
+  /** Give the router slot back with how the request went; safe to call more than once. */
+  release(report?: LeaseReport): Promise<void>;
   /** Ask the agent to stop generating. */
   cancel(): Promise<void>;
 }
@@ -42,14 +46,15 @@ export async function dispatch(opts: DispatchOptions): Promise<Dispatched> {
   const { env, chute } = opts;
   const router = env.CHUTE_ROUTER.get(env.CHUTE_ROUTER.idFromName(chute.id));
   const avoid: string[] = [];
+  const prefixes = prefixHashes(opts.request.spec);
   for (let attempt = 1; ; attempt++) {
-    const lease = await router.acquire({ avoid, waitMs: opts.queueWaitMs });
+    const lease = await router.acquire({ avoid, waitMs: opts.queueWaitMs, prefixes });
     if (!lease.ok) throw leaseError(lease.code, chute.name, attempt > 1);
     let released = false;
-    const release = async () => {
+    const release = async (report?: LeaseReport) => {
       if (released) return;
       released = true;
-      await router.release(lease.leaseId);
+      await router.release(lease.leaseId, report);
     };
     const session = env.MINER_SESSION.get(env.MINER_SESSION.idFromName(lease.minerId));
     const cancel = async () => {
@@ -57,9 +62,18 @@ export async function dispatch(opts: DispatchOptions): Promise<Dispatched> {
     };
     const first = await firstEvent(opts, session, lease.instanceId, cancel);
     if (first.type === "chunk" || first.type === "done") {
-      return { first, events: first.reader, instanceId: lease.instanceId, minerId: lease.minerId, attempts: attempt, release, cancel };
+      return {
+        first,
+        events: first.reader,
+        instanceId: lease.instanceId,
+        minerId: lease.minerId,
+        attempts: attempt,
+        affinity: lease.affinity,
+        release,
+        cancel,
+      };
     }
-    await release();
+    await release({ result: isInstanceFailure(first.error.code) ? "failed" : "neutral" });
     if (first.error.code === "miner_disconnected") {
       await router.unregisterInstance(lease.instanceId, lease.minerId);
     }
@@ -99,6 +113,11 @@ async function firstEvent(
   } catch {
     return failed("bad_upstream_response", "The miner sent an invalid response.", true);
   }
+}
+
+/** Errors that count against the instance's health (not the client's or the platform's doing). */
+export function isInstanceFailure(code: string | null): boolean {
+  return code === "engine_error" || code === "miner_disconnected" || code === "bad_upstream_response" || code === "upstream_timeout";
 }
 
 function failed(code: ApiError["code"], message: string, retryable: boolean): First {

@@ -6,7 +6,8 @@ import { ApiError } from "../errors.ts";
 import { newResponseId, type Endpoint, type ResponseMeta } from "../openai/format.ts";
 import { openMeter } from "../billing/ledger.ts";
 import { costNano, minerShareNano, promptTokenBound } from "../billing/pricing.ts";
-import { dispatch } from "./dispatch.ts";
+import type { LeaseReport } from "../../durable-objects/chute-router.ts";
+import { dispatch, isInstanceFailure } from "./dispatch.ts";
 import { modelOf, normalizeChat, normalizeCompletion } from "./normalize.ts";
 import { recordInvocation, type InvocationRecord } from "./record.ts";
 import { relayComplete, relayStream, type JobOutcome } from "./relay.ts";
@@ -100,7 +101,11 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
         minerEarningsNano: minerShareNano(charged, shareBps),
       }),
     );
-    c.executionCtx.waitUntil(Promise.all([job.release(), settled]));
+    const report: LeaseReport =
+      o.outcome === "ok"
+        ? { result: "ok", ttftMs: o.ttftMs, tokens: o.completionTokens, streamMs: Date.now() - startedAt - (o.ttftMs ?? 0) }
+        : { result: o.outcome === "error" && isInstanceFailure(o.errorCode) ? "failed" : "neutral" };
+    c.executionCtx.waitUntil(Promise.all([job.release(report), settled]));
   };
   const headers = { "x-request-id": c.get("requestId") };
   const relay = { meta, job, startedAt, headers, onEnd, billedPrompt, clientGone: c.get("clientGone") };

@@ -1,0 +1,179 @@
+import OpenAI from "openai";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { makeSeed, TINY_CHUTE } from "../../scripts/lib/seed.ts";
+import { startAgent, type AgentProcess } from "../support/agent-process.ts";
+import { startGateway, type Gateway } from "../support/gateway.ts";
+import { routerSnapshot, waitForInstances } from "../support/router.ts";
+import { startUpstreamDouble, type UpstreamBehaviour, type UpstreamDouble } from "../support/upstream-double.ts";
+
+/**
+ * Choosing instances: health-weighted least-outstanding routing, failure backoff, eviction of
+ * stale agents, and prefix (KV-cache) affinity. Agents forward to upstream test doubles
+ * (standing in for vLLM) so speed and failures can be set per instance.
+ */
+let gw: Gateway;
+let client: OpenAI;
+const upstreams: UpstreamDouble[] = [];
+let agents: AgentProcess[] = [];
+
+const MINERS = ["miner-a", "miner-b", "miner-c"];
+const instanceOf = (minerId: string) => `${minerId}:${TINY_CHUTE.name}`;
+
+/** Agents heartbeat every 300 ms here: the gateway evicts after 1.5 s of silence. */
+async function upstreamAgent(minerId: string, behaviour: UpstreamBehaviour, parallel: number) {
+  const upstream = await startUpstreamDouble(behaviour);
+  upstreams.push(upstream);
+  const token = gw.seed.miners.find((m) => m.id === minerId)!.token;
+  const agent = await startAgent({
+    gateway: gw.url,
+    minerId,
+    token,
+    heartbeatMs: 300,
+    engine: { kind: "openai-upstream", baseURL: upstream.url, model: "m", parallel },
+  });
+  agents.push(agent);
+  return { upstream, agent };
+}
+
+async function servedBy(id: string): Promise<string | null> {
+  const row = await gw.db.prepare("SELECT instance_id FROM invocations WHERE id = ?").bind(id).first<{ instance_id: string | null }>();
+  return row?.instance_id ?? null;
+}
+
+beforeAll(async () => {
+  gw = await startGateway({
+    seed: makeSeed({ minerIds: MINERS }),
+    vars: { MINER_STALE_AFTER_MS: "1500", STREAM_IDLE_TIMEOUT_MS: "60000", QUEUE_WAIT_MS: "10000" },
+  });
+  client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
+});
+afterEach(async () => {
+  for (const a of agents) {
+    a.child.kill("SIGCONT");
+    a.kill();
+  }
+  agents = [];
+  await waitForInstances(gw, TINY_CHUTE.id, 0);
+});
+afterAll(async () => {
+  await Promise.all(upstreams.map((u) => u.close()));
+  await gw?.close();
+});
+
+describe("routing", () => {
+  it("a stalled agent (process stopped) is evicted after missed heartbeats: its stream ends with an error, its instance leaves the router, and it serves again once it resumes", async () => {
+    const { agent } = await upstreamAgent("miner-a", { delayPerTokenMs: 20 }, 2);
+    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    const stream = await client.chat.completions.create({
+      model: TINY_CHUTE.name,
+      messages: [{ role: "user", content: "go" }],
+      max_tokens: 500,
+      stream: true,
+    });
+    let text = "";
+    let stoppedAt = 0;
+    const err = await (async () => {
+      for await (const chunk of stream) {
+        text += chunk.choices[0]?.delta.content ?? "";
+        if (!stoppedAt && text.trim().split(/\s+/).length >= 3) {
+          agent.child.kill("SIGSTOP");
+          stoppedAt = Date.now();
+        }
+      }
+    })().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    expect((err as InstanceType<typeof OpenAI.APIError>).code).toBe("miner_disconnected");
+    // Evicted after 1.5 s of silence (alarm granularity adds a little), long before the 60 s idle timeout.
+    expect(Date.now() - stoppedAt).toBeLessThan(6_000);
+    expect((await routerSnapshot(gw, TINY_CHUTE.id)).instances).toHaveLength(0);
+    expect(gw.logs.some((l) => l.event === "miner.stale")).toBe(true);
+
+    agent.child.kill("SIGCONT");
+    await waitForInstances(gw, TINY_CHUTE.id, 1, 20_000);
+    const res = await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "again" }], max_tokens: 3 });
+    expect(res.choices[0]?.finish_reason).toBe("length");
+  });
+
+  it("an instance that fails repeatedly is disabled with backoff (requests skip it), and re-enabled when it recovers", async () => {
+    const bad = await upstreamAgent("miner-a", { failWithStatus: 500, failMessage: "CUDA error" }, 4);
+    await upstreamAgent("miner-b", {}, 1);
+    await waitForInstances(gw, TINY_CHUTE.id, 2);
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const res = await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: `q${i}` }], max_tokens: 2 });
+      ids.push(res.id);
+    }
+    // Every request was served (the failures were retried invisibly on miner-b)...
+    for (const id of ids) await expect.poll(() => servedBy(id)).toBe(instanceOf("miner-b"));
+    const attempts = await Promise.all(
+      ids.map(async (id) => (await gw.db.prepare("SELECT attempts FROM invocations WHERE id = ?").bind(id).first<{ attempts: number }>())!.attempts),
+    );
+    // ...the first three paid a retry; then miner-a was out of rotation and requests went straight to miner-b.
+    expect(attempts.slice(0, 3)).toEqual([2, 2, 2]);
+    expect(attempts.slice(3)).toEqual([1, 1, 1]);
+    expect(bad.upstream.requests).toHaveLength(3);
+    const health = (await routerSnapshot(gw, TINY_CHUTE.id)).instances.find((i) => i.minerId === "miner-a")!.health;
+    expect(health.consecutiveFailures).toBe(3);
+    expect(health.disabledUntil).toBeGreaterThan(Date.now() - 1_000);
+
+    // The upstream recovers; after the backoff, miner-a takes work again when miner-b is busy, and a success clears it.
+    bad.upstream.reset({ delayPerTokenMs: 1 });
+    await new Promise((r) => setTimeout(r, 1_200));
+    const both = await Promise.all(
+      [0, 1].map(() => client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "x" }], max_tokens: 30 })),
+    );
+    expect(both.every((r) => r.choices[0]?.finish_reason === "length")).toBe(true);
+    const recovered = (await routerSnapshot(gw, TINY_CHUTE.id)).instances.find((i) => i.minerId === "miner-a")!.health;
+    expect(recovered).toMatchObject({ consecutiveFailures: 0, disabledUntil: null });
+    expect(recovered.served).toBeGreaterThanOrEqual(1);
+  });
+
+  it("traffic shifts to the fast instance when instances differ in speed", async () => {
+    await upstreamAgent("miner-a", { delayPerTokenMs: 25 }, 4); // slow, and first by id
+    await upstreamAgent("miner-b", {}, 4); // fast
+    await waitForInstances(gw, TINY_CHUTE.id, 2);
+    const ids: string[] = [];
+    const worker = async () => {
+      for (let i = 0; i < 10; i++) {
+        const res = await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "hello" }], max_tokens: 20 });
+        ids.push(res.id);
+      }
+    };
+    await Promise.all([worker(), worker(), worker()]);
+    const served = await Promise.all(ids.map((id) => servedBy(id)));
+    const fast = served.filter((s) => s === instanceOf("miner-b")).length;
+    const slow = served.filter((s) => s === instanceOf("miner-a")).length;
+    expect(fast + slow).toBe(30);
+    expect(fast).toBeGreaterThanOrEqual(3 * slow);
+    const snap = await routerSnapshot(gw, TINY_CHUTE.id);
+    const tps = (m: string) => snap.instances.find((i) => i.minerId === m)!.health.tokensPerSecond!;
+    expect(tps("miner-b")).toBeGreaterThan(tps("miner-a"));
+  });
+
+  it("requests sharing a conversation prefix go back to the instance that served it, while its load allows", async () => {
+    await upstreamAgent("miner-a", { delayPerTokenMs: 5 }, 2);
+    await upstreamAgent("miner-b", { delayPerTokenMs: 5 }, 2);
+    await waitForInstances(gw, TINY_CHUTE.id, 2);
+    const system = { role: "system" as const, content: "You are Sluice's support assistant. Answer briefly and cite the docs. ".repeat(4) };
+    const hitsBefore = (await routerSnapshot(gw, TINY_CHUTE.id)).affinityHits;
+
+    // A long request keeps miner-a (first by id) busy, so the conversation starts on miner-b.
+    const blocker = client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "long" }], max_tokens: 200 });
+    await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances.find((i) => i.minerId === "miner-a")?.inflight).toBe(1);
+    const turn1 = await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [system, { role: "user", content: "How do I deploy?" }], max_tokens: 5 });
+    await expect.poll(() => servedBy(turn1.id)).toBe(instanceOf("miner-b"));
+    await blocker;
+    await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances.every((i) => i.inflight === 0)).toBe(true);
+
+    // Both idle: the next turn goes back to miner-b, for its prefix.
+    const turn2 = await client.chat.completions.create({
+      model: TINY_CHUTE.name,
+      messages: [system, { role: "user", content: "How do I deploy?" }, { role: "assistant", content: turn1.choices[0]!.message.content ?? "" }, { role: "user", content: "And then?" }],
+      max_tokens: 5,
+    });
+    await expect.poll(() => servedBy(turn2.id)).toBe(instanceOf("miner-b"));
+    // An unrelated conversation is routed on load and health alone: no affinity hit.
+    await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "A different question entirely, with no shared system prompt at all." }], max_tokens: 5 });
+    expect((await routerSnapshot(gw, TINY_CHUTE.id)).affinityHits).toBe(hitsBefore + 1);
+  });
+});
