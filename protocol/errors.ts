@@ -22,6 +22,7 @@ export const ERROR_CODES = {
   engine_error: { status: 502, type: "server_error" },
   miner_disconnected: { status: 502, type: "server_error" },
   no_capacity: { status: 503, type: "service_unavailable" },
+  not_configured: { status: 503, type: "service_unavailable" },
   upstream_timeout: { status: 504, type: "timeout_error" },
 } as const satisfies Record<string, { status: number; type: string }>;
 

@@ -76,6 +76,20 @@ describe("admin authentication", () => {
     // ...and accepts a good one.
     expect((await admin("GET", `/accounts/${gw.seed.accountId}`)).status).toBe(200);
   });
+
+  it("is off (503 not_configured), not open, when the secrets were never set; so is the payment webhook", async () => {
+    const bare = await startGateway({ withoutSecrets: true });
+    try {
+      const res = await fetch(`${bare.baseURL}/admin/accounts/${bare.seed.accountId}`, { headers: { authorization: `Bearer ${await adminToken()}` } });
+      expect(res.status).toBe(503);
+      expect(((await res.json()) as Reply["body"]).error).toMatchObject({ code: "not_configured", type: "service_unavailable" });
+      const hook = await fetch(`${bare.baseURL}/payments/webhook`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+      expect(hook.status).toBe(503);
+      expect(((await hook.json()) as Reply["body"]).error).toMatchObject({ code: "not_configured" });
+    } finally {
+      await bare.close();
+    }
+  });
 });
 
 describe("accounts", () => {

@@ -27,6 +27,8 @@ export interface GatewayOptions {
   seed?: Seed;
   /** Overrides of wrangler.jsonc `vars`. */
   vars?: Partial<Record<VarName, string>>;
+  /** Start without the admin and webhook secrets (as a deploy that never set them). */
+  withoutSecrets?: boolean;
 }
 
 type VarName =
@@ -64,7 +66,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     compatibilityFlags: fromConfig.compatibilityFlags,
     durableObjects: fromConfig.durableObjects,
     d1Databases: { DB: "sluice-test" },
-    bindings: { ...fromConfig.bindings, ...TEST_SECRETS, ...opts.vars },
+    bindings: { ...fromConfig.bindings, ...(opts.withoutSecrets ? {} : TEST_SECRETS), ...opts.vars },
     // Keep the gateway's JSON log lines for assertions instead of flooding the test output.
     // (warnings and errors arrive on stderr, the rest on stdout).
     handleRuntimeStdio(stdout, stderr) {

@@ -44,9 +44,8 @@ export const adminAuth = () =>
   createMiddleware<AdminEnv>(async function adminAuth(c, next) {
     const secret = c.env.ADMIN_JWT_SECRET;
     if (!secret || secret.length < MIN_SECRET_LENGTH) {
-      // There is no dedicated "not configured" code in protocol/errors.ts; no_capacity is the 503.
       throw new ApiError(
-        "no_capacity",
+        "not_configured",
         `The admin API is disabled: set the ADMIN_JWT_SECRET secret (at least ${MIN_SECRET_LENGTH} characters) to enable it.`,
       );
     }

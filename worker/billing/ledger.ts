@@ -83,21 +83,23 @@ export interface CreditRequest {
  * Credit an account: record the credit in D1 (once per reference), then apply it to the
  * account's ledger (once per reference). If the second step fails, the ledger pulls the credit
  * from D1 before it next refuses a hold. A reference already used for another account or
- * amount is refused.
+ * amount is refused. `applied` is true for the one call that recorded the credit (the reference
+ * is D1's primary key, so concurrent calls race there and exactly one wins).
  */
 export async function applyCredit(env: Env, req: CreditRequest): Promise<{ applied: boolean; balanceNano: number }> {
   if (!Number.isSafeInteger(req.amountNano) || req.amountNano <= 0) {
     throw new ApiError("invalid_request", "The credit amount must be a positive amount of USD.", "amount");
   }
   const db = drizzle(env.DB);
-  await db.insert(credits).values(req).onConflictDoNothing();
+  const recorded = await db.insert(credits).values(req).onConflictDoNothing().returning({ reference: credits.reference });
   const row = await env.DB.prepare("SELECT account_id, amount_nano FROM credits WHERE reference = ?")
     .bind(req.reference)
     .first<{ account_id: string; amount_nano: number }>();
   if (!row || row.account_id !== req.accountId || row.amount_nano !== req.amountNano) {
     throw new ApiError("conflict", `Reference '${req.reference}' was already used for a different credit.`, "reference");
   }
-  return ledgerOf(env, req.accountId).credit(req.accountId, req.reference, req.amountNano);
+  const { balanceNano } = await ledgerOf(env, req.accountId).credit(req.accountId, req.reference, req.amountNano);
+  return { applied: recorded.length > 0, balanceNano };
 }
 
 function secondsToUtcMidnight(): number {

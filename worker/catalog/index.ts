@@ -50,6 +50,11 @@ export function findChute(db: D1Database, name: string): Promise<ChuteRecord | n
   });
 }
 
+/** Drop a chute from this isolate's cache (after a change); other isolates see it within CHUTE_TTL_MS. */
+export function forgetChute(name: string): void {
+  chuteCache.delete(name);
+}
+
 /** Chutes visible to an account: public ones and its own. */
 export async function listChutes(db: D1Database, accountId: string): Promise<ChuteRecord[]> {
   const rows = await drizzle(db).select().from(chutes).all();

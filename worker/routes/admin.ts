@@ -6,6 +6,7 @@ import { adminAuth, type AdminEnv } from "../admin/auth.ts";
 import { jsonBody } from "../admin/body.ts";
 import { CreateAccountBody, CreateKeyBody, CreditBody, SetPriceBody } from "../admin/schemas.ts";
 import { applyCredit, ledgerOf } from "../billing/ledger.ts";
+import { forgetChute } from "../catalog/index.ts";
 import { usdString } from "../billing/pricing.ts";
 import { accounts, apiKeys, chutes, credits } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
@@ -59,13 +60,9 @@ export const adminRoutes = new Hono<AdminEnv>()
     await requireAccount(c.env.DB, accountId);
     const credit = { accountId, reference: `admin:${body.reference}`, amountNano: body.usd, source: "admin" } as const;
     // Idempotent by reference: a repeat is applied once; the same reference with another amount
-    // is a 409 (from applyCredit). Whether this call is the one that credited is known from the D1
-    // insert (the reference is the primary key, so concurrent calls race there): applyCredit's own
-    // `applied` reports the ledger step, which is false when the ledger's first sync of a new
-    // account already pulled this very row from D1.
-    const recorded = await drizzle(c.env.DB).insert(credits).values(credit).onConflictDoNothing().returning({ reference: credits.reference });
+    // is a 409 (from applyCredit).
     const result = await applyCredit(c.env, credit);
-    const applied = recorded.length > 0;
+    const { applied } = result;
     audit(c, "account.credit", { accountId, reference: credit.reference, amountNano: body.usd, applied });
     return c.json({
       account_id: accountId,
@@ -155,7 +152,8 @@ export const adminRoutes = new Hono<AdminEnv>()
     const row = await db.update(chutes).set(set).where(eq(chutes.id, chuteId)).returning().get();
     if (!row) throw new ApiError("not_found", `No chute with id '${chuteId}' (the id, e.g. chute-tiny-chat, not the model name).`, "chute_id");
     audit(c, "chute.price", { chuteId, ...set });
-    // Requests see the new price once each isolate's chute cache expires (10 s).
+    // This isolate sees the new price at once; others when their chute cache expires (10 s).
+    forgetChute(row.name);
     return c.json({
       chute_id: row.id,
       model: row.name,

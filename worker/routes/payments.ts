@@ -103,7 +103,7 @@ export const paymentRoutes = new Hono<AppEnv>().post("/webhook", async (c) => {
   const secret = c.env.PAYMENT_WEBHOOK_SECRET;
   if (!secret) {
     // 503 (no dedicated "not configured" code): the processor keeps retrying until it is set.
-    throw new ApiError("no_capacity", "Payments are disabled: set the PAYMENT_WEBHOOK_SECRET secret to enable the webhook.");
+    throw new ApiError("not_configured", "Payments are disabled: set the PAYMENT_WEBHOOK_SECRET secret to enable the webhook.");
   }
   const raw = new Uint8Array(await c.req.arrayBuffer());
   const signedAt = await verifySignature(secret, c.req.header(SIGNATURE_HEADER), raw);
