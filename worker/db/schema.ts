@@ -64,6 +64,9 @@ export const apiKeys = sqliteTable(
     scopes: text("scopes").notNull().default('["invoke"]'),
     expiresAt: integer("expires_at"),
     revokedAt: integer("revoked_at"),
+    /** Requests and tokens per minute for this key; null = the platform default (RATE_LIMIT_RPM / _TPM). */
+    rpmLimit: integer("rpm_limit"),
+    tpmLimit: integer("tpm_limit"),
     createdAt: createdAt(),
   },
   (t) => [index("api_keys_account_idx").on(t.accountId)],
