@@ -11,11 +11,25 @@ import { DurableObject } from "cloudflare:workers";
  * account are serialized by the object and cannot overspend.
  */
 
-import type { EntryKind, HoldResult, LedgerAudit, LedgerEntry, LedgerSummary, QuotaResult, SettleResult } from "./ledger-types.ts";
+import type {
+  AdmitRequest,
+  AdmitResult,
+  EntryKind,
+  HoldResult,
+  LedgerAudit,
+  LedgerEntry,
+  LedgerSummary,
+  QuotaResult,
+  RateRequest,
+  RateState,
+  SettleResult,
+} from "./ledger-types.ts";
 
-export type { HoldResult, LedgerAudit, LedgerEntry, LedgerSummary, QuotaResult, SettleResult };
+export type { AdmitRequest, AdmitResult, HoldResult, LedgerAudit, LedgerEntry, LedgerSummary, QuotaResult, RateState, SettleResult };
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
+/** Rate limits count requests and tokens per key in one-minute windows. */
+const RATE_WINDOW_MS = 60_000;
 /** How often the expiry alarm looks again while holds remain. */
 const MAX_ALARM_DELAY_MS = 60 * 60_000;
 
@@ -30,7 +44,20 @@ export class AccountLedger extends DurableObject<Env> {
 
   private migrate(): void {
     this.sql.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value)");
-    if ((this.meta("schema") ?? 0) >= SCHEMA_VERSION) return;
+    const version = this.meta("schema") ?? 0;
+    if (version >= SCHEMA_VERSION) return;
+    if (version < 1) this.migrateV1();
+    // v2: per-key rate windows; holds remember what they counted against them.
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS rates (
+      key_id TEXT NOT NULL, window INTEGER NOT NULL, requests INTEGER NOT NULL, tokens INTEGER NOT NULL,
+      PRIMARY KEY (key_id, window))`);
+    this.sql.exec("ALTER TABLE holds ADD COLUMN rate_key TEXT");
+    this.sql.exec("ALTER TABLE holds ADD COLUMN rate_window INTEGER");
+    this.sql.exec("ALTER TABLE holds ADD COLUMN rate_tokens INTEGER");
+    this.setMeta("schema", SCHEMA_VERSION);
+  }
+
+  private migrateV1(): void {
     this.sql.exec(`CREATE TABLE IF NOT EXISTS entries (
       seq INTEGER PRIMARY KEY AUTOINCREMENT,
       kind TEXT NOT NULL, ref TEXT NOT NULL,
@@ -42,7 +69,6 @@ export class AccountLedger extends DurableObject<Env> {
     this.sql.exec(`CREATE TABLE IF NOT EXISTS quota (day TEXT PRIMARY KEY, used INTEGER NOT NULL)`);
     this.setMeta("balance", 0);
     this.setMeta("held", 0);
-    this.setMeta("schema", SCHEMA_VERSION);
   }
 
   private meta(key: string): number | null {
@@ -119,6 +145,59 @@ export class AccountLedger extends DurableObject<Env> {
     return result;
   }
 
+  /**
+   * Admit one request, atomically: the key's per-minute request and token limits, then the free
+   * chute's daily quota or the paid chute's hold. Nothing is counted or held unless all pass.
+   */
+  async admit(accountId: string, req: AdmitRequest): Promise<AdmitResult> {
+    await this.ensureSynced(accountId);
+    let result = this.tryAdmit(req);
+    if (!result.ok && result.reason === "funds") {
+      await this.sync(accountId); // a credit may have landed in D1 without reaching us
+      result = this.tryAdmit(req);
+    }
+    return result;
+  }
+
+  private tryAdmit(req: AdmitRequest): AdmitResult {
+    return this.ctx.storage.transactionSync((): AdmitResult => {
+      const now = Date.now();
+      const window = Math.floor(now / RATE_WINDOW_MS);
+      const used = this.sql
+        .exec<{ requests: number; tokens: number }>("SELECT requests, tokens FROM rates WHERE key_id = ? AND window = ?", req.rate.keyId, window)
+        .toArray()[0] ?? { requests: 0, tokens: 0 };
+      const state = (requests: number, tokens: number): RateState => rateState(req.rate, requests, tokens, (window + 1) * RATE_WINDOW_MS - now);
+      const before = state(used.requests, used.tokens);
+      if (req.rate.rpm > 0 && used.requests + 1 > req.rate.rpm) return { ok: false, reason: "requests", rate: before };
+      if (req.rate.tpm > 0 && used.tokens + req.rate.tokens > req.rate.tpm) return { ok: false, reason: "tokens", rate: before };
+      let holdNano = 0;
+      if (req.hold) {
+        const held = this.tryHold(req.invocationId, req.hold.amountNano, req.hold.ttlMs);
+        if (!held.ok) return { ok: false, reason: "funds", rate: before, availableNano: held.availableNano, requiredNano: held.requiredNano };
+        holdNano = held.holdNano;
+        this.sql.exec(
+          "UPDATE holds SET rate_key = ?, rate_window = ?, rate_tokens = ? WHERE id = ?",
+          req.rate.keyId,
+          window,
+          req.rate.tokens,
+          req.invocationId,
+        );
+      } else if (req.freeQuota !== undefined) {
+        const quota = this.countFree(req.freeQuota);
+        if (!quota.ok) return { ok: false, reason: "quota", rate: before, quota };
+      }
+      this.sql.exec(
+        `INSERT INTO rates (key_id, window, requests, tokens) VALUES (?, ?, 1, ?)
+         ON CONFLICT (key_id, window) DO UPDATE SET requests = requests + 1, tokens = tokens + excluded.tokens`,
+        req.rate.keyId,
+        window,
+        req.rate.tokens,
+      );
+      this.sql.exec("DELETE FROM rates WHERE window < ?", window - 1);
+      return { ok: true, rate: state(used.requests + 1, used.tokens + req.rate.tokens), holdNano };
+    });
+  }
+
   private tryHold(id: string, amountNano: number, ttlMs: number): HoldResult {
     return this.ctx.storage.transactionSync((): HoldResult => {
       const existing = this.entry("hold", id);
@@ -138,10 +217,11 @@ export class AccountLedger extends DurableObject<Env> {
    * than the hold. A settle for a hold that already expired (or was never placed) charges at most
    * what is available, so the balance cannot go below what other holds reserve. Idempotent.
    */
-  async settle(accountId: string, id: string, costNano: number): Promise<SettleResult> {
+  async settle(accountId: string, id: string, costNano: number, usedTokens?: number): Promise<SettleResult> {
     assertAmount(costNano);
     await this.ensureSynced(accountId);
     return this.ctx.storage.transactionSync((): SettleResult => {
+      if (usedTokens !== undefined) this.correctRate(id, usedTokens);
       const done = this.entry("settle", id);
       if (done) {
         const released = this.entry("release", id);
@@ -162,17 +242,31 @@ export class AccountLedger extends DurableObject<Env> {
     });
   }
 
+  /** The request's real token count replaces its worst case in the window it was admitted in. */
+  private correctRate(id: string, usedTokens: number): void {
+    const h = this.sql
+      .exec<{ rate_key: string | null; rate_window: number | null; rate_tokens: number | null }>(
+        "SELECT rate_key, rate_window, rate_tokens FROM holds WHERE id = ?",
+        id,
+      )
+      .toArray()[0];
+    if (!h || h.rate_key === null || h.rate_window === null || h.rate_tokens === null) return;
+    this.sql.exec(
+      "UPDATE rates SET tokens = max(0, tokens - ?) WHERE key_id = ? AND window = ?",
+      Math.max(0, h.rate_tokens - usedTokens),
+      h.rate_key,
+      h.rate_window,
+    );
+  }
+
   /** Count one request of a free chute against today's quota (UTC day). */
-  async useFreeQuota(accountId: string, limit: number): Promise<QuotaResult> {
-    await this.ensureSynced(accountId);
+  private countFree(limit: number): QuotaResult {
     const day = new Date().toISOString().slice(0, 10);
-    return this.ctx.storage.transactionSync((): QuotaResult => {
-      const used = this.sql.exec<{ used: number }>("SELECT used FROM quota WHERE day = ?", day).toArray()[0]?.used ?? 0;
-      if (used >= limit) return { ok: false, used, limit };
-      this.sql.exec("INSERT OR REPLACE INTO quota (day, used) VALUES (?, ?)", day, used + 1);
-      this.sql.exec("DELETE FROM quota WHERE day < ?", day);
-      return { ok: true, used: used + 1, limit };
-    });
+    const used = this.sql.exec<{ used: number }>("SELECT used FROM quota WHERE day = ?", day).toArray()[0]?.used ?? 0;
+    if (used >= limit) return { ok: false, used, limit };
+    this.sql.exec("INSERT OR REPLACE INTO quota (day, used) VALUES (?, ?)", day, used + 1);
+    this.sql.exec("DELETE FROM quota WHERE day < ?", day);
+    return { ok: true, used: used + 1, limit };
   }
 
   async summary(accountId: string): Promise<LedgerSummary> {
@@ -232,6 +326,16 @@ export class AccountLedger extends DurableObject<Env> {
       if (current === null || current > at) return this.ctx.storage.setAlarm(at);
     });
   }
+}
+
+function rateState(r: RateRequest, requests: number, tokens: number, resetMs: number): RateState {
+  return {
+    limitRequests: r.rpm,
+    remainingRequests: r.rpm > 0 ? Math.max(0, r.rpm - requests) : Number.MAX_SAFE_INTEGER,
+    limitTokens: r.tpm,
+    remainingTokens: r.tpm > 0 ? Math.max(0, r.tpm - tokens) : Number.MAX_SAFE_INTEGER,
+    resetMs,
+  };
 }
 
 function assertAmount(n: number): void {

@@ -43,3 +43,37 @@ export interface QuotaResult {
   used: number;
   limit: number;
 }
+
+/** A key's per-minute limits (0 = unlimited) and what this request counts against them. */
+export interface RateRequest {
+  keyId: string;
+  rpm: number;
+  tpm: number;
+  /** Tokens counted at admission: the request's worst case, corrected when it settles. */
+  tokens: number;
+}
+
+/** The key's standing in the current minute, for the x-ratelimit-* headers. */
+export interface RateState {
+  limitRequests: number;
+  remainingRequests: number;
+  limitTokens: number;
+  remainingTokens: number;
+  /** Milliseconds until the window resets. */
+  resetMs: number;
+}
+
+export interface AdmitRequest {
+  invocationId: string;
+  rate: RateRequest;
+  /** Paid chute: the worst-case cost to hold. */
+  hold?: { amountNano: number; ttlMs: number };
+  /** Free chute: the account's daily request quota. */
+  freeQuota?: number;
+}
+
+export type AdmitResult =
+  | { ok: true; rate: RateState; holdNano: number }
+  | { ok: false; reason: "requests" | "tokens"; rate: RateState }
+  | { ok: false; reason: "quota"; rate: RateState; quota: QuotaResult }
+  | { ok: false; reason: "funds"; rate: RateState; availableNano: number; requiredNano: number };

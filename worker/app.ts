@@ -24,7 +24,10 @@ app.use(async (c, next) => {
   c.set("clientGone", c.req.raw.signal);
   await next();
 });
-app.use("/v1/*", cors({ origin: "*", exposeHeaders: ["x-request-id", "retry-after"], maxAge: 86400 }));
+const EXPOSED_HEADERS = ["x-request-id", "retry-after"].concat(
+  ...["requests", "tokens"].map((k) => [`x-ratelimit-limit-${k}`, `x-ratelimit-remaining-${k}`, `x-ratelimit-reset-${k}`]),
+);
+app.use("/v1/*", cors({ origin: "*", exposeHeaders: EXPOSED_HEADERS, maxAge: 86400 }));
 app.use("/v1/*", (c, next) =>
   bodyLimit({
     maxSize: numberVar(c.env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES),

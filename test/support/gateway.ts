@@ -39,7 +39,9 @@ type VarName =
   | "HOLD_TTL_MS"
   | "MINER_SHARE_BPS"
   | "FREE_DAILY_REQUESTS"
-  | "MINER_STALE_AFTER_MS";
+  | "MINER_STALE_AFTER_MS"
+  | "RATE_LIMIT_RPM"
+  | "RATE_LIMIT_TPM";
 
 /** The secrets the test gateway runs with (wrangler secrets in production). */
 export const TEST_SECRETS = {

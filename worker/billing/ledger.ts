@@ -5,7 +5,9 @@ import { credits } from "../db/schema.ts";
 import { numberVar } from "../env.ts";
 import { ApiError } from "../errors.ts";
 import { log } from "../log.ts";
-import { isFree, usdString, worstCaseNano } from "./pricing.ts";
+import type { RateState } from "../../durable-objects/ledger-types.ts";
+import type { ApiKeyRecord } from "../catalog/types.ts";
+import { isFree, promptTokenBound, usdString, worstCaseNano } from "./pricing.ts";
 import type { JobSpec } from "../../protocol/index.ts";
 
 export function ledgerOf(env: Env, accountId: string): DurableObjectStub<AccountLedger> {
@@ -15,50 +17,120 @@ export function ledgerOf(env: Env, accountId: string): DurableObjectStub<Account
 /** The money side of one invocation: a hold placed before dispatch, settled once at the end. */
 export interface Meter {
   holdNano: number;
-  /** Charge `costNano` (capped at the hold) and release the rest. Idempotent; retried on failure. */
-  settle(costNano: number): Promise<number>;
+  /** The key's rate-limit standing, as OpenAI's x-ratelimit-* headers. */
+  rateHeaders: Record<string, string>;
+  /**
+   * Charge `costNano` (capped at the hold) and release the rest; `usedTokens` replaces the
+   * worst case counted against the key's tokens-per-minute. Idempotent; retried on failure.
+   */
+  settle(costNano: number, usedTokens: number): Promise<number>;
 }
 
 const DEFAULT_HOLD_TTL_MS = 60 * 60_000;
 const DEFAULT_FREE_DAILY_REQUESTS = 1000;
+const DEFAULT_RPM = 600;
+const DEFAULT_TPM = 2_000_000;
 
 /**
- * Reserve the request's worst-case cost on the account's ledger (402 when the available balance
- * does not cover it), or, on a free chute, count it against the account's daily quota (429).
+ * Admit a request on the account's ledger in one call: the key's per-minute request and token
+ * limits (429), then the worst-case cost held (402 when the available balance does not cover
+ * it) or, on a free chute, the account's daily quota (429).
  */
-export async function openMeter(env: Env, accountId: string, chute: ChuteRecord, spec: JobSpec, invocationId: string): Promise<Meter> {
-  const ledger = ledgerOf(env, accountId);
-  if (isFree(chute)) {
-    const quota = await ledger.useFreeQuota(accountId, numberVar(env.FREE_DAILY_REQUESTS, DEFAULT_FREE_DAILY_REQUESTS));
-    if (!quota.ok) {
-      throw new ApiError(
-        "rate_limit_exceeded",
-        `You have used today's ${quota.limit} free requests; the quota resets at 00:00 UTC. Paid models are not limited by it.`,
-        null,
-        { "retry-after": String(secondsToUtcMidnight()) },
-      );
+export async function openMeter(env: Env, key: ApiKeyRecord, chute: ChuteRecord, spec: JobSpec, invocationId: string): Promise<Meter> {
+  const ledger = ledgerOf(env, key.accountId);
+  const free = isFree(chute);
+  const amount = free ? 0 : worstCaseNano(chute, spec);
+  const tokens = promptTokenBound(spec) + spec.params.maxTokens;
+  const rate = {
+    keyId: key.id,
+    rpm: key.rpmLimit ?? limitVar(env.RATE_LIMIT_RPM, DEFAULT_RPM),
+    tpm: key.tpmLimit ?? limitVar(env.RATE_LIMIT_TPM, DEFAULT_TPM),
+    tokens,
+  };
+  const admitted = await ledger.admit(key.accountId, {
+    invocationId,
+    rate,
+    ...(free
+      ? { freeQuota: numberVar(env.FREE_DAILY_REQUESTS, DEFAULT_FREE_DAILY_REQUESTS) }
+      : { hold: { amountNano: amount, ttlMs: numberVar(env.HOLD_TTL_MS, DEFAULT_HOLD_TTL_MS) } }),
+  });
+  const rateHeaders = rateLimitHeaders(admitted.rate);
+  if (!admitted.ok) {
+    const retryAfter = { ...rateHeaders, "retry-after": String(Math.max(1, Math.ceil(admitted.rate.resetMs / 1000))) };
+    switch (admitted.reason) {
+      case "requests":
+        throw new ApiError("rate_limit_exceeded", `Rate limit reached: ${rate.rpm} requests per minute for this API key. Try again in ${retryAfter["retry-after"]} s.`, null, retryAfter);
+      case "tokens":
+        throw new ApiError(
+          "rate_limit_exceeded",
+          tokens > rate.tpm
+            ? `This request may use up to ${tokens} tokens, more than this API key's limit of ${rate.tpm} tokens per minute. Lower max_tokens.`
+            : `Rate limit reached: ${rate.tpm} tokens per minute for this API key (this request counts up to ${tokens}). Try again in ${retryAfter["retry-after"]} s.`,
+          null,
+          retryAfter,
+        );
+      case "quota":
+        throw new ApiError(
+          "rate_limit_exceeded",
+          `You have used today's ${admitted.quota.limit} free requests; the quota resets at 00:00 UTC. Paid models are not limited by it.`,
+          null,
+          { ...rateHeaders, "retry-after": String(secondsToUtcMidnight()) },
+        );
+      case "funds":
+        throw new ApiError(
+          "insufficient_quota",
+          `Insufficient balance: this request can cost up to $${usdString(admitted.requiredNano)} and $${usdString(admitted.availableNano)} is available. Add credit, or lower max_tokens.`,
+        );
     }
-    return { holdNano: 0, settle: async () => 0 };
-  }
-  const amount = worstCaseNano(chute, spec);
-  const held = await ledger.hold(accountId, invocationId, amount, numberVar(env.HOLD_TTL_MS, DEFAULT_HOLD_TTL_MS));
-  if (!held.ok) {
-    throw new ApiError(
-      "insufficient_quota",
-      `Insufficient balance: this request can cost up to $${usdString(held.requiredNano)} and $${usdString(held.availableNano)} is available. Add credit, or lower max_tokens.`,
-    );
   }
   let settled: Promise<number> | null = null;
   return {
-    holdNano: amount,
-    settle: (costNano) => (settled ??= settleWithRetry(ledger, accountId, invocationId, costNano)),
+    holdNano: admitted.holdNano,
+    rateHeaders,
+    settle: (costNano, usedTokens) =>
+      (settled ??= free ? Promise.resolve(0) : settleWithRetry(ledger, key.accountId, invocationId, costNano, usedTokens)),
   };
 }
 
-async function settleWithRetry(ledger: DurableObjectStub<AccountLedger>, accountId: string, id: string, costNano: number): Promise<number> {
+/** OpenAI's rate-limit headers. Unlimited (0) limits are left out. */
+function rateLimitHeaders(r: RateState): Record<string, string> {
+  const out: Record<string, string> = {};
+  const reset = durationString(r.resetMs);
+  if (r.limitRequests > 0) {
+    out["x-ratelimit-limit-requests"] = String(r.limitRequests);
+    out["x-ratelimit-remaining-requests"] = String(r.remainingRequests);
+    out["x-ratelimit-reset-requests"] = reset;
+  }
+  if (r.limitTokens > 0) {
+    out["x-ratelimit-limit-tokens"] = String(r.limitTokens);
+    out["x-ratelimit-remaining-tokens"] = String(r.remainingTokens);
+    out["x-ratelimit-reset-tokens"] = reset;
+  }
+  return out;
+}
+
+/** "850ms", "12.5s", as OpenAI writes reset times. */
+function durationString(ms: number): string {
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))}ms`;
+  return `${Math.round(ms / 100) / 10}s`;
+}
+
+/** A limit from a var: a non-negative integer, 0 meaning unlimited. */
+function limitVar(value: string | undefined, fallback: number): number {
+  const n = value === undefined ? NaN : Number(value);
+  return Number.isSafeInteger(n) && n >= 0 ? n : fallback;
+}
+
+async function settleWithRetry(
+  ledger: DurableObjectStub<AccountLedger>,
+  accountId: string,
+  id: string,
+  costNano: number,
+  usedTokens: number,
+): Promise<number> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return (await ledger.settle(accountId, id, costNano)).chargedNano;
+      return (await ledger.settle(accountId, id, costNano, usedTokens)).chargedNano;
     } catch (err) {
       // Settles are idempotent by invocation id, so retrying cannot double-charge. If every
       // attempt fails the hold expires and is released (the account is not charged).

@@ -17,7 +17,14 @@ export async function findApiKey(db: D1Database, secret: string): Promise<ApiKey
   const hash = await sha256Hex(secret);
   const record = await keyCache.get(hash, async () => {
     const row = await drizzle(db)
-      .select({ id: apiKeys.id, accountId: apiKeys.accountId, scopes: apiKeys.scopes, expiresAt: apiKeys.expiresAt })
+      .select({
+        id: apiKeys.id,
+        accountId: apiKeys.accountId,
+        scopes: apiKeys.scopes,
+        expiresAt: apiKeys.expiresAt,
+        rpmLimit: apiKeys.rpmLimit,
+        tpmLimit: apiKeys.tpmLimit,
+      })
       .from(apiKeys)
       .where(and(eq(apiKeys.hash, hash), isNull(apiKeys.revokedAt)))
       .get();

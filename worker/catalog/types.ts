@@ -5,6 +5,9 @@ export interface ApiKeyRecord {
   accountId: string;
   scopes: string[];
   expiresAt: number | null;
+  /** Per-minute limits; null = the platform default. */
+  rpmLimit: number | null;
+  tpmLimit: number | null;
 }
 
 export type ChuteRecord = typeof chutes.$inferSelect;

@@ -47,7 +47,7 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
     });
 
   // Reserve the worst case before any work is done (402 when the balance cannot cover it).
-  const meter = await openMeter(c.env, key.accountId, chute, request.spec, meta.id);
+  const meter = await openMeter(c.env, key, chute, request.spec, meta.id);
   const promptBound = promptTokenBound(request.spec);
   const billedPrompt = (claimed: number) => Math.min(claimed, promptBound);
 
@@ -62,7 +62,7 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
     idleTimeoutMs: numberVar(c.env.STREAM_IDLE_TIMEOUT_MS, 120_000),
   }).catch((err: unknown) => {
     // Nothing was delivered: release the whole hold.
-    const released = meter.settle(0);
+    const released = meter.settle(0, 0);
     c.executionCtx.waitUntil(
       released.then(() =>
         record({
@@ -89,7 +89,7 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
   const shareBps = numberVar(c.env.MINER_SHARE_BPS, DEFAULT_MINER_SHARE_BPS);
   const onEnd = (o: JobOutcome) => {
     const promptTokens = billedPrompt(o.promptTokens);
-    const settled = meter.settle(costNano(chute, promptTokens, o.completionTokens)).then((charged) =>
+    const settled = meter.settle(costNano(chute, promptTokens, o.completionTokens), promptTokens + o.completionTokens).then((charged) =>
       record({
         minerId: job.minerId,
         instanceId: job.instanceId,
@@ -107,7 +107,7 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
         : { result: o.outcome === "error" && isInstanceFailure(o.errorCode) ? "failed" : "neutral" };
     c.executionCtx.waitUntil(Promise.all([job.release(report), settled]));
   };
-  const headers = { "x-request-id": c.get("requestId") };
+  const headers = { "x-request-id": c.get("requestId"), ...meter.rateHeaders };
   const relay = { meta, job, startedAt, headers, onEnd, billedPrompt, clientGone: c.get("clientGone") };
   if (!request.stream) return relayComplete(relay);
   const { response, done } = relayStream(relay);
