@@ -1,0 +1,38 @@
+/**
+ * Test double of a broken miner agent: it speaks the protocol correctly up to the first job,
+ * then answers it with a malformed frame (the gateway must close its session and re-route the
+ * job). Real agents never do this, so a raw WebSocket client stands in for one.
+ */
+import WebSocket from "ws";
+import { PROTOCOL_VERSION } from "../../protocol/index.ts";
+
+export interface BrokenAgent {
+  /** Resolves when the gateway has closed the connection. */
+  closed: Promise<number>;
+  jobsReceived: number;
+  close(): void;
+}
+
+export function startBrokenAgent(opts: { gateway: string; minerId: string; token: string; chute: string }): Promise<BrokenAgent> {
+  const ws = new WebSocket(`${opts.gateway.replace(/^http/, "ws")}/v1/miners/connect?miner=${encodeURIComponent(opts.minerId)}`);
+  const agent: BrokenAgent = {
+    closed: new Promise((resolve) => ws.once("close", (code) => resolve(code))),
+    jobsReceived: 0,
+    close: () => ws.terminate(),
+  };
+  return new Promise((resolve, reject) => {
+    ws.once("error", reject);
+    ws.on("message", (data) => {
+      const frame = JSON.parse(String(data)) as { type: string; nonce?: string };
+      if (frame.type === "challenge") {
+        ws.send(JSON.stringify({ type: "auth", v: PROTOCOL_VERSION, minerId: opts.minerId, nonce: frame.nonce, credential: { type: "token", token: opts.token } }));
+      } else if (frame.type === "welcome") {
+        ws.send(JSON.stringify({ type: "capacity", instances: [{ instanceId: `${opts.minerId}:broken`, chute: opts.chute, maxConcurrency: 4 }] }));
+        resolve(agent);
+      } else if (frame.type === "job") {
+        agent.jobsReceived++;
+        ws.send('{"type":"chunk","id":'); // truncated JSON
+      }
+    });
+  });
+}
