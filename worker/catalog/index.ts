@@ -40,7 +40,8 @@ export function forgetApiKey(hash: string): void {
   keyCache.delete(hash);
 }
 
-function parseScopes(raw: string): string[] {
+/** Scopes stored as a JSON array; anything else reads as no scopes. */
+export function parseScopes(raw: string): string[] {
   try {
     const v: unknown = JSON.parse(raw);
     return Array.isArray(v) ? v.filter((s): s is string => typeof s === "string") : [];

@@ -3,7 +3,7 @@ import { drizzle } from "drizzle-orm/d1";
 import { Hono, type Context } from "hono";
 import { SCOPES, createAccount, createApiKey, revokeApiKey } from "../accounts/keys.ts";
 import { adminAuth, type AdminEnv } from "../admin/auth.ts";
-import { jsonBody } from "../admin/body.ts";
+import { jsonBody } from "../http/json.ts";
 import { CreateAccountBody, CreateKeyBody, CreditBody, SetPriceBody } from "../admin/schemas.ts";
 import { applyCredit, ledgerOf } from "../billing/ledger.ts";
 import { forgetChute } from "../catalog/index.ts";

@@ -1,12 +1,13 @@
 import { asc, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
-import type { Context } from "hono";
 import { Hono } from "hono";
 import { z } from "zod";
 import { createApiKey, revokeApiKey, SCOPES, type Scope } from "../accounts/keys.ts";
+import { parseScopes } from "../catalog/index.ts";
 import { apiKeys } from "../db/schema.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../errors.ts";
+import { readJson } from "../http/json.ts";
 import { parseBody } from "../inference/normalize.ts";
 import { apiKeyAuth } from "../middleware/auth/index.ts";
 
@@ -25,29 +26,6 @@ const CreateKeyBody = z.object({
 });
 
 const toSeconds = (ms: number | null) => (ms === null ? null : Math.floor(ms / 1000));
-
-function parseScopes(raw: string): string[] {
-  try {
-    const v: unknown = JSON.parse(raw);
-    return Array.isArray(v) ? v.filter((s): s is string => typeof s === "string") : [];
-  } catch {
-    return [];
-  }
-}
-
-async function readJson(c: Context<AppEnv>): Promise<unknown> {
-  const type = c.req.header("content-type") ?? "";
-  if (type && !type.toLowerCase().includes("json")) {
-    throw new ApiError("unsupported_media_type", "The request body must be JSON (content-type: application/json).");
-  }
-  const text = await c.req.text();
-  if (text.trim() === "") return {}; // every field is optional
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new ApiError("invalid_json", "We could not parse the JSON body of your request.");
-  }
-}
 
 /**
  * The new key's expiry in epoch ms. A key cannot outlive the key that creates it: when the
@@ -74,7 +52,7 @@ function expiryMs(requested: number | null | undefined, callerExpiresAt: number 
 export const keyRoutes = new Hono<AppEnv>()
   .use(apiKeyAuth({ scope: "keys:manage" }))
   .post("/", async (c) => {
-    const json = await readJson(c);
+    const json = await readJson(c, { emptyBody: {} }); // every field is optional
     const unknown = typeof json === "object" && json !== null ? Object.keys(json).find((k) => !Object.hasOwn(CreateKeyBody.shape, k)) : undefined;
     if (unknown !== undefined) throw new ApiError("invalid_request", `Unrecognized request argument supplied: ${unknown}.`, unknown);
     const body = parseBody(CreateKeyBody, json);

@@ -1,0 +1,27 @@
+import type { Context } from "hono";
+import type { z } from "zod";
+import { ApiError } from "../errors.ts";
+import { parseBody } from "../inference/normalize.ts";
+
+/**
+ * The request's JSON body: 415 for another media type, 400 `invalid_json` when it does not
+ * parse. `emptyBody` is what an empty body means, for endpoints whose fields are all optional.
+ */
+export async function readJson(c: Context, opts: { emptyBody?: unknown } = {}): Promise<unknown> {
+  const type = c.req.header("content-type") ?? "";
+  if (type && !type.toLowerCase().includes("json")) {
+    throw new ApiError("unsupported_media_type", "The request body must be JSON (content-type: application/json).");
+  }
+  const text = await c.req.text();
+  if (opts.emptyBody !== undefined && text.trim() === "") return opts.emptyBody;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError("invalid_json", "We could not parse the JSON body of your request.");
+  }
+}
+
+/** The request's JSON body validated by `schema` (400 with `param` for a bad field). */
+export async function jsonBody<T>(c: Context, schema: z.ZodType<T>): Promise<T> {
+  return parseBody(schema, await readJson(c));
+}
