@@ -1,4 +1,4 @@
-import type { GatewayFrame, JobSpec } from "../protocol/index.ts";
+import type { EmbeddingVector, GatewayFrame, JobSpec, TokenLogprob, ToolCallDelta } from "../protocol/index.ts";
 import type { ResolvedConfig } from "./config.ts";
 import { GatewayConnection } from "./connection.ts";
 import { createEngine, type Engine } from "./engines/index.ts";
@@ -20,12 +20,17 @@ interface RunningJob {
   ttftMs: number | null;
   pendingText: string;
   pendingTokens: number;
+  /** Tool-call pieces and logprobs waiting for the next frame (jobs that asked for them). */
+  pendingToolCalls: ToolCallDelta[];
+  pendingLogprobs: TokenLogprob[];
   sentTokens: number;
   /** The prompt's token count, sent with the first chunk. */
   promptTokens: number | undefined;
   flushScheduled: boolean;
 }
 
+/** Embedding vectors are sent in frames of at most about this many bytes (the frame limit is 1 MiB). */
+const EMBEDDING_FRAME_BYTES = 512 * 1024;
 /** Deltas are coalesced into one frame until this many bytes are pending. */
 const MAX_PENDING_BYTES = 256 * 1024;
 /** While the socket has this much queued, keep coalescing instead of sending more frames. */
@@ -123,6 +128,8 @@ export class MinerAgent {
       ttftMs: null,
       pendingText: "",
       pendingTokens: 0,
+      pendingToolCalls: [],
+      pendingLogprobs: [],
       sentTokens: 0,
       promptTokens: undefined,
       flushScheduled: false,
@@ -132,9 +139,19 @@ export class MinerAgent {
     let outcome = "ok";
     let usage = { promptTokens: 0, completionTokens: 0 };
     try {
+      if (spec.kind === "completion" && spec.embedding) {
+        usage = await this.embed(job, spec.embedding.input);
+        if (job.abort.signal.aborted) {
+          outcome = "cancelled";
+          return;
+        }
+        this.conn.send({ type: "done", id, finishReason: "stop", usage, timings: { ttftMs: job.ttftMs, durationMs: performance.now() - job.startedAt } });
+        return;
+      }
       const result = await inst.engine.generate(spec, {
         signal: job.abort.signal,
-        onDelta: (text, tokens) => this.onDelta(job, text, tokens),
+        onDelta: (text, tokens, logprobs) => this.onDelta(job, text, tokens, logprobs),
+        onToolCall: (delta, tokens) => this.onToolCall(job, delta, tokens),
         onPrompt: (n) => {
           job.promptTokens = n;
         },
@@ -161,7 +178,8 @@ export class MinerAgent {
       this.flush(job);
       const message = err instanceof Error ? err.message : String(err);
       const retryable = job.sentTokens === 0 && (!(err instanceof EngineError) || err.retryable);
-      this.conn.send({ type: "error", id, code: "engine_error", message: message.slice(0, 4000), retryable });
+      const code = err instanceof EngineError ? err.code : "engine_error";
+      this.conn.send({ type: "error", id, code, message: message.slice(0, 4000), retryable });
     } finally {
       this.jobs.delete(id);
       inst.active--;
@@ -179,12 +197,58 @@ export class MinerAgent {
     }
   }
 
-  private onDelta(job: RunningJob, text: string, tokens: number): void {
+  /** An embedding job: vectors go out in chunk frames of bounded size, then usage in `done`. */
+  private async embed(job: RunningJob, input: readonly string[]): Promise<{ promptTokens: number; completionTokens: number }> {
+    const engine = job.instance.engine;
+    if (!engine.embed) throw new EngineError(`the ${engine.kind} engine does not embed`, false, "invalid_request");
+    const { vectors, promptTokens } = await engine.embed(input, job.abort.signal);
+    if (vectors.length !== input.length) throw new EngineError("the engine returned a vector count unlike the input count", false);
+    job.ttftMs = performance.now() - job.startedAt;
+    let batch: EmbeddingVector[] = [];
+    let bytes = 0;
+    const send = (): void => {
+      if (batch.length === 0 || job.abort.signal.aborted) return;
+      // `tokens` >= 1 per frame; the prompt tokens are in `done`.
+      this.conn.send({ type: "chunk", id: job.id, text: "", tokens: batch.length, embeddings: batch });
+      batch = [];
+      bytes = 0;
+    };
+    vectors.forEach((v, index) => {
+      const base64 = Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64");
+      if (bytes + base64.length > EMBEDDING_FRAME_BYTES) send();
+      batch.push({ index, base64 });
+      bytes += base64.length;
+    });
+    send();
+    return { promptTokens, completionTokens: 0 };
+  }
+
+  private onDelta(job: RunningJob, text: string, tokens: number, logprobs?: TokenLogprob[]): void {
     if (job.abort.signal.aborted) return;
+    // Text after tool-call pieces goes out in a later frame, so the client sees them in order.
+    if (job.pendingToolCalls.length > 0) this.flush(job);
     if (job.ttftMs === null) job.ttftMs = performance.now() - job.startedAt;
     job.pendingText += text;
     job.pendingTokens += tokens;
-    if (job.pendingText.length >= MAX_PENDING_BYTES) return this.flush(job);
+    if (logprobs) job.pendingLogprobs.push(...logprobs);
+    this.scheduleFlush(job);
+  }
+
+  /** Tool-call pieces: argument text of one call is merged while it waits for a frame. */
+  private onToolCall(job: RunningJob, delta: ToolCallDelta, tokens: number): void {
+    if (job.abort.signal.aborted) return;
+    if (job.ttftMs === null) job.ttftMs = performance.now() - job.startedAt;
+    const last = job.pendingToolCalls.at(-1);
+    // A call's first piece (id, name, empty arguments) stays apart, as OpenAI streams it.
+    if (last && last.index === delta.index && last.id === undefined && delta.id === undefined) last.arguments += delta.arguments;
+    else job.pendingToolCalls.push({ ...delta });
+    job.pendingTokens += tokens;
+    this.scheduleFlush(job);
+  }
+
+  private scheduleFlush(job: RunningJob): void {
+    const bytes = job.pendingText.length + job.pendingToolCalls.reduce((n, c) => n + c.arguments.length, 0);
+    if (bytes >= MAX_PENDING_BYTES) return this.flush(job);
     if (!job.flushScheduled) {
       job.flushScheduled = true;
       setImmediate(() => this.scheduledFlush(job));
@@ -205,10 +269,14 @@ export class MinerAgent {
   private flush(job: RunningJob): void {
     if (job.pendingTokens === 0 || job.abort.signal.aborted) return;
     const first = job.sentTokens === 0 && job.promptTokens !== undefined ? { promptTokens: job.promptTokens } : {};
-    this.conn.send({ type: "chunk", id: job.id, text: job.pendingText, tokens: job.pendingTokens, ...first });
+    const toolCalls = job.pendingToolCalls.length > 0 ? { toolCalls: job.pendingToolCalls } : {};
+    const logprobs = job.pendingLogprobs.length > 0 ? { logprobs: job.pendingLogprobs } : {};
+    this.conn.send({ type: "chunk", id: job.id, text: job.pendingText, tokens: job.pendingTokens, ...first, ...toolCalls, ...logprobs });
     job.sentTokens += job.pendingTokens;
     job.pendingText = "";
     job.pendingTokens = 0;
+    job.pendingToolCalls = [];
+    job.pendingLogprobs = [];
   }
 
   private abortAll(reason: string): void {

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { ERROR_CODE_NAMES } from "./errors.ts";
-import { FinishReason, JobSpec, Usage } from "./inference.ts";
+import { MAX_EMBEDDING_INPUTS } from "./inference.ts";
+import { EmbeddingVector, FinishReason, JobSpec, TokenLogprob, ToolCallDelta, Usage } from "./inference.ts";
 
 /** Wire protocol version; both ends refuse a peer that speaks another. */
 export const PROTOCOL_VERSION = 1;
@@ -42,7 +43,9 @@ export type GatewayFrame = z.infer<typeof GatewayFrame>;
 /**
  * Token deltas; deltas that arrive together are coalesced into one frame. The first chunk of a
  * job carries the prompt's token count when the engine knows it, so a job that fails
- * mid-stream can still be billed for its prompt.
+ * mid-stream can still be billed for its prompt. `toolCalls` and `logprobs` (optional, v1
+ * additions) appear only in jobs that asked for tools or logprobs; `tokens` counts every token
+ * the frame holds, text and tool calls alike.
  */
 export const JobChunk = z.object({
   type: z.literal("chunk"),
@@ -50,6 +53,11 @@ export const JobChunk = z.object({
   text: z.string(),
   tokens: z.int().positive(),
   promptTokens: z.int().nonnegative().optional(),
+  toolCalls: z.array(ToolCallDelta).max(1024).optional(),
+  /** One entry per generated text token, in order. */
+  logprobs: z.array(TokenLogprob).optional(),
+  /** Embedding jobs: vectors (text is empty; `tokens` is the inputs' prompt tokens). */
+  embeddings: z.array(EmbeddingVector).max(MAX_EMBEDDING_INPUTS).optional(),
 });
 export const JobDone = z.object({
   type: z.literal("done"),

@@ -1,139 +1,32 @@
-import { randomInt } from "node:crypto";
-import { getLlama, LlamaChat, LlamaLogLevel, resolveChatWrapper } from "node-llama-cpp";
+import { getLlama, LlamaChat, LlamaGrammarEvaluationState, LlamaLogLevel, resolveChatWrapper } from "node-llama-cpp";
 import type {
-  ChatHistoryItem,
   ChatWrapper,
+  GbnfJsonSchema,
   Llama,
   LlamaChatResponseChunk,
+  LlamaChatResponseFunctionCallParamsChunk,
   LlamaContext,
   LlamaContextSequence,
+  LlamaEmbeddingContext,
+  LlamaGrammar,
   LlamaModel,
   Token,
 } from "node-llama-cpp";
-import type { ChatMessage, FinishReason, JobSpec, SamplingParams } from "../../protocol/index.ts";
+import type { ChatJobSpec, FinishReason, JobSpec, ResponseFormat, SamplingParams } from "../../protocol/index.ts";
+import { DeltaStream } from "./delta-stream.ts";
+import { functionsOf, grammarSchema, newToolCallId, parametersSchema, toChatHistory } from "./llama-chat-history.ts";
+import { abortError, generateTokens, TrailingWhitespace } from "./llama-loop.ts";
+import { samplingOf } from "./llama-sampling.ts";
 import { EngineError } from "./types.ts";
-import type { Engine, GenerateHooks, GenerateResult, LlamaCppEngineConfig } from "./types.ts";
+import type { EmbedResult, Engine, GenerateHooks, GenerateResult, LlamaCppEngineConfig } from "./types.ts";
 
-/** Tokens of recent context used to detokenize a new piece (keeps SPM leading spaces right). */
-const DETOKENIZE_CONTEXT_TOKENS = 16;
-/** A UTF-8 character spans at most 4 byte tokens; wait that long for it to complete. */
-const MAX_PARTIAL_CHAR_TOKENS = 4;
-const REPLACEMENT_CHAR = "\uFFFD";
+export { DeltaStream };
 
-function abortError(): DOMException {
-  return new DOMException("The operation was aborted", "AbortError");
-}
+/** Compiled grammars kept per engine (compiling a schema costs more than sampling a few tokens). */
+const GRAMMAR_CACHE_SIZE = 64;
 
 function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
-}
-
-/**
- * Streams generated text to `onDelta`, holding back any tail that could be the start of a stop
- * string, and cutting the output before the first stop string. Every delta carries >= 1 token.
- */
-export class DeltaStream {
-  private pendingText = "";
-  private pendingTokens = 0;
-  /** Tokens fed so far (including hidden ones, e.g. thought segments). */
-  consumedTokens = 0;
-  emittedDeltas = 0;
-  stopped = false;
-
-  constructor(
-    private readonly stops: readonly string[],
-    private readonly onDelta: (text: string, tokens: number) => void,
-  ) {}
-
-  /** Feeds one generated piece; returns true once a stop string matched (generation must end). */
-  push(text: string, tokens: number): boolean {
-    if (this.stopped) return true;
-    this.consumedTokens += tokens;
-    this.pendingText += text;
-    this.pendingTokens += tokens;
-    const stopAt = this.firstStopIndex();
-    if (stopAt >= 0) {
-      this.stopped = true;
-      this.release(stopAt, this.pendingTokens);
-      return true;
-    }
-    const safe = this.pendingText.length - this.heldBackLength();
-    if (safe === this.pendingText.length) this.release(safe, this.pendingTokens);
-    else if (this.pendingTokens > 1) this.release(safe, this.pendingTokens - 1); // 1 token stays with the held text
-    return false;
-  }
-
-  /** Counts tokens that produce no visible text (e.g. reasoning segments). */
-  skip(tokens: number): void {
-    this.consumedTokens += tokens;
-  }
-
-  /** End of generation without a stop match: release whatever was held back. */
-  flush(): void {
-    if (!this.stopped) this.release(this.pendingText.length, Math.max(1, this.pendingTokens));
-  }
-
-  private release(length: number, tokens: number): void {
-    if (length === 0 || tokens === 0) return;
-    const text = this.pendingText.slice(0, length);
-    this.pendingText = this.pendingText.slice(length);
-    this.pendingTokens = Math.max(0, this.pendingTokens - tokens);
-    this.emittedDeltas++;
-    this.onDelta(text, tokens);
-  }
-
-  private firstStopIndex(): number {
-    let first = -1;
-    for (const stop of this.stops) {
-      const i = this.pendingText.indexOf(stop);
-      if (i >= 0 && (first < 0 || i < first)) first = i;
-    }
-    return first;
-  }
-
-  /** Length of the longest suffix of the pending text that is a proper prefix of a stop string. */
-  private heldBackLength(): number {
-    let held = 0;
-    for (const stop of this.stops) {
-      for (let k = Math.min(stop.length - 1, this.pendingText.length); k > held; k--) {
-        if (this.pendingText.endsWith(stop.slice(0, k))) {
-          held = k;
-          break;
-        }
-      }
-    }
-    return held;
-  }
-}
-
-interface Sampling {
-  temperature: number;
-  topP: number;
-  topK: number;
-  minP: number;
-  seed: number;
-}
-
-/** OpenAI semantics: temperature defaults to 1 (0 = greedy), no top-k/min-p, random seed when unset. */
-function samplingOf(params: SamplingParams): Sampling {
-  return {
-    temperature: params.temperature ?? 1,
-    topP: params.topP ?? 1,
-    topK: 0,
-    minP: 0,
-    seed: (params.seed ?? randomInt(2 ** 31)) >>> 0,
-  };
-}
-
-function toChatHistory(messages: readonly ChatMessage[]): ChatHistoryItem[] {
-  const history = messages.map((m): ChatHistoryItem => {
-    if (m.role === "user") return { type: "user", text: m.content };
-    if (m.role === "assistant") return { type: "model", response: [m.content] };
-    return { type: "system", text: m.content };
-  });
-  // A trailing assistant message is continued; otherwise a new (empty) response is started.
-  if (history.at(-1)?.type !== "model") history.push({ type: "model", response: [] });
-  return history;
 }
 
 interface RunOutcome {
@@ -142,10 +35,24 @@ interface RunOutcome {
   generated: number;
 }
 
+interface Run {
+  promptTokens: number;
+  outcome: RunOutcome;
+}
+
+/** Forced tool calls: `required` (the model picks the tool) or a named tool. */
+function forcedTools(spec: ChatJobSpec): ChatJobSpec["tools"] {
+  const choice = spec.toolChoice;
+  if (!spec.tools || choice === undefined || choice === "none" || choice === "auto") return undefined;
+  return choice === "required" ? spec.tools : spec.tools.filter((t) => t.name === choice.name);
+}
+
 class LlamaCppEngine implements Engine {
   readonly kind = "llama-cpp";
   readonly capacity: number;
   private readonly free: LlamaContextSequence[];
+  private readonly grammars = new Map<string, Promise<LlamaGrammar>>();
+  private embedding: Promise<LlamaEmbeddingContext> | null = null;
   private closed = false;
 
   constructor(
@@ -153,10 +60,10 @@ class LlamaCppEngine implements Engine {
     private readonly model: LlamaModel,
     private readonly context: LlamaContext,
     private readonly chatWrapper: ChatWrapper,
-    parallel: number,
+    private readonly config: LlamaCppEngineConfig,
   ) {
-    this.capacity = parallel;
-    this.free = Array.from({ length: parallel }, () => context.getSequence());
+    this.capacity = config.parallel;
+    this.free = Array.from({ length: config.parallel }, () => context.getSequence());
   }
 
   async generate(spec: JobSpec, hooks: GenerateHooks): Promise<GenerateResult> {
@@ -165,36 +72,91 @@ class LlamaCppEngine implements Engine {
     const sequence = this.free.pop();
     if (sequence === undefined) throw new EngineError("llama.cpp engine is at capacity", true);
     const stream = new DeltaStream(spec.params.stop ?? [], hooks.onDelta);
+    let toolTokens = 0;
+    const counted: GenerateHooks = {
+      ...hooks,
+      onToolCall: (delta, tokens) => {
+        toolTokens += tokens;
+        hooks.onToolCall?.(delta, tokens);
+      },
+    };
     try {
       // A fresh KV state per job: results never depend on what ran on this sequence before.
       await sequence.clearHistory();
-      const run = spec.kind === "chat"
-        ? this.runChat(sequence, spec.messages, spec.params, stream, hooks)
-        : this.runCompletion(sequence, spec.prompt, spec.params, stream, hooks);
-      const { promptTokens, outcome } = await run;
+      const { promptTokens, outcome } = await this.run(sequence, spec, stream, counted);
       if (hooks.signal.aborted) throw abortError();
       stream.flush();
       const finishReason = stream.stopped ? "stop" : outcome.finishReason;
       // At max_tokens count every sampled token; on a stop, the tokens up to and including it.
-      const completionTokens = finishReason === "length"
-        ? Math.max(stream.consumedTokens, outcome.generated)
-        : stream.consumedTokens;
+      const delivered = stream.consumedTokens + toolTokens;
+      const completionTokens = finishReason === "length" ? Math.max(delivered, outcome.generated) : delivered;
       return { finishReason, promptTokens, completionTokens };
     } catch (err) {
       if (hooks.signal.aborted) throw abortError();
       if (err instanceof EngineError) throw err;
-      throw new EngineError(`llama.cpp: ${errorMessage(err)}`, stream.emittedDeltas === 0);
+      throw new EngineError(`llama.cpp: ${errorMessage(err)}`, stream.emittedDeltas === 0 && toolTokens === 0);
     } finally {
       this.free.push(sequence);
     }
   }
 
+  async embed(input: readonly string[], signal: AbortSignal): Promise<EmbedResult> {
+    if (this.closed) throw new EngineError("llama.cpp engine is closed", true);
+    this.embedding ??= this.model.createEmbeddingContext({ contextSize: this.config.contextSize, threads: this.config.threads ?? 1 });
+    const context = await this.embedding;
+    const vectors: Float32Array[] = [];
+    let promptTokens = 0;
+    for (const text of input) {
+      if (signal.aborted) throw abortError();
+      const tokens = this.model.tokenize(text);
+      promptTokens += tokens.length;
+      if (tokens.length > this.config.contextSize) {
+        throw new EngineError(`input of ${tokens.length} tokens is longer than the ${this.config.contextSize}-token context`, false, "invalid_request");
+      }
+      vectors.push(Float32Array.from((await context.getEmbeddingFor(tokens)).vector));
+    }
+    return { vectors, promptTokens };
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.embedding) await (await this.embedding.catch(() => null))?.dispose();
     await this.context.dispose();
     await this.model.dispose();
     await this.llama.dispose();
+  }
+
+  private run(sequence: LlamaContextSequence, spec: JobSpec, stream: DeltaStream, hooks: GenerateHooks): Promise<Run> {
+    if (spec.kind === "completion") return this.runCompletion(sequence, spec.prompt, spec.params, stream, hooks);
+    const forced = forcedTools(spec);
+    if (forced) return this.runForcedToolCall(sequence, spec, forced, hooks);
+    if (spec.params.logprobs) return this.runChatWithLogprobs(sequence, spec, stream, hooks);
+    return this.runChat(sequence, spec, stream, hooks);
+  }
+
+  private grammarFor(schema: GbnfJsonSchema | "json"): Promise<LlamaGrammar> {
+    const key = schema === "json" ? "json" : JSON.stringify(schema);
+    let grammar = this.grammars.get(key);
+    if (!grammar) {
+      grammar = schema === "json"
+        ? this.llama.getGrammarFor("json")
+        : compileJsonSchema(this.llama, schema);
+      grammar.catch(() => this.grammars.delete(key));
+      if (this.grammars.size >= GRAMMAR_CACHE_SIZE) this.grammars.delete(this.grammars.keys().next().value!);
+      this.grammars.set(key, grammar);
+    }
+    return grammar;
+  }
+
+  private async responseGrammar(format: ResponseFormat | undefined): Promise<LlamaGrammar | undefined> {
+    if (!format) return undefined;
+    try {
+      return await this.grammarFor(format.type === "json_object" ? "json" : grammarSchema(format.schema, "response_format"));
+    } catch (err) {
+      if (err instanceof EngineError) throw err;
+      throw new EngineError(`response_format: the schema cannot be compiled: ${errorMessage(err)}`, false, "invalid_request");
+    }
   }
 
   /** Caps generation so prompt + output fit the sequence (no context shift mid-answer). */
@@ -206,17 +168,24 @@ class LlamaCppEngine implements Engine {
     return Math.min(maxTokens, room);
   }
 
-  private async runChat(
-    sequence: LlamaContextSequence,
-    messages: readonly ChatMessage[],
-    params: SamplingParams,
-    stream: DeltaStream,
-    { signal, onPrompt }: GenerateHooks,
-  ): Promise<{ promptTokens: number; outcome: RunOutcome }> {
-    const history = toChatHistory(messages);
-    const { contextText } = this.chatWrapper.generateContextState({ chatHistory: history });
-    const promptTokens = contextText.tokenize(this.model.tokenizer).length;
-    const maxTokens = this.budget(sequence, promptTokens, params.maxTokens);
+  /** The rendered chat prompt, with the tools documented in the chat wrapper's syntax. */
+  private chatPrompt(spec: ChatJobSpec, withTools: boolean): { history: ReturnType<typeof toChatHistory>; tokens: Token[] } {
+    const history = toChatHistory(spec.messages);
+    const { contextText } = this.chatWrapper.generateContextState({
+      chatHistory: history,
+      ...(withTools && spec.tools ? { availableFunctions: functionsOf(spec.tools), documentFunctionParams: true } : {}),
+    });
+    return { history, tokens: contextText.tokenize(this.model.tokenizer) };
+  }
+
+  /** Text, JSON under a grammar, or tool calls the model chooses to make (node-llama-cpp function calling). */
+  private async runChat(sequence: LlamaContextSequence, spec: ChatJobSpec, stream: DeltaStream, hooks: GenerateHooks): Promise<Run> {
+    const { signal, onPrompt } = hooks;
+    const tools = spec.toolChoice !== "none" ? spec.tools : undefined;
+    const { history, tokens } = this.chatPrompt(spec, tools !== undefined);
+    const promptTokens = tokens.length;
+    const maxTokens = this.budget(sequence, promptTokens, spec.params.maxTokens);
+    const grammar = await this.responseGrammar(spec.responseFormat);
     onPrompt?.(promptTokens);
     // Stop strings are matched by `stream` (LlamaChat drops held-back text at max_tokens), which
     // then ends LlamaChat's generation through this controller.
@@ -226,27 +195,58 @@ class LlamaCppEngine implements Engine {
     if (signal.aborted) stopper.abort();
     const chat = new LlamaChat({ contextSequence: sequence, chatWrapper: this.chatWrapper });
     const outputBefore = sequence.tokenMeter.usedOutputTokens;
+    const { temperature, topP, topK, minP, seed, tokenBias } = samplingOf(spec.params, this.model, []);
+    const { presencePenalty, frequencyPenalty, repetitionPenalty } = spec.params;
+    const penalized = presencePenalty || frequencyPenalty || (repetitionPenalty !== undefined && repetitionPenalty !== 1);
+    // Tokens sampled but not yet part of a delta (function-call syntax, parameters).
+    let sampled = 0;
+    let reported = 0;
+    const calls = new Map<number, boolean>();
     try {
       const onResponseChunk = (chunk: LlamaChatResponseChunk): void => {
+        reported += chunk.tokens.length;
         if (chunk.type === "segment") stream.skip(chunk.tokens.length);
         else if (stream.push(chunk.text, chunk.tokens.length)) stopper.abort();
       };
+      const onFunctionCallParamsChunk = (chunk: LlamaChatResponseFunctionCallParamsChunk): void => {
+        const tokens = Math.max(0, sampled - reported);
+        reported += tokens;
+        if (!calls.has(chunk.callIndex)) {
+          calls.set(chunk.callIndex, true);
+          hooks.onToolCall?.({ index: chunk.callIndex, id: newToolCallId(), name: chunk.functionName, arguments: "" }, 0);
+        }
+        if (chunk.paramsChunk !== "" || tokens > 0) hooks.onToolCall?.({ index: chunk.callIndex, arguments: chunk.paramsChunk }, tokens);
+      };
       let stopReason: string;
       try {
-        const response = await chat.generateResponse(history, {
-          ...samplingOf(params),
+        const common = {
+          temperature, topP, topK, minP, seed,
+          ...(tokenBias ? { tokenBias } : {}),
           maxTokens,
-          repeatPenalty: false,
+          repeatPenalty: penalized
+            ? { lastTokens: maxTokens, penalty: repetitionPenalty ?? 1, frequencyPenalty: frequencyPenalty ?? 0, presencePenalty: presencePenalty ?? 0, penalizeNewLine: true }
+            : (false as const),
           signal: stopper.signal,
           stopOnAbortSignal: true,
           onResponseChunk,
-        });
+          onToken: (t: Token[]) => void (sampled += t.length),
+        };
+        const response = tools
+          ? await chat.generateResponse(history, {
+              ...common,
+              functions: functionsOf(tools),
+              documentFunctionParams: true,
+              ...(spec.parallelToolCalls === false ? { maxParallelFunctionCalls: 1 } : {}),
+              onFunctionCallParamsChunk,
+            })
+          : await chat.generateResponse(history, { ...common, ...(grammar ? { grammar, trimWhitespaceSuffix: true } : {}) });
         stopReason = response.metadata.stopReason;
+        if ((response.functionCalls?.length ?? 0) > 0) stopReason = "functionCalls";
       } catch (err) {
         if (!stream.stopped || signal.aborted) throw err;
         stopReason = "abort"; // ended by our stop string
       }
-      const finishReason = stopReason === "maxTokens" ? "length" : "stop";
+      const finishReason = stopReason === "maxTokens" ? "length" : stopReason === "functionCalls" ? "tool_calls" : "stop";
       return { promptTokens, outcome: { finishReason, generated: sequence.tokenMeter.usedOutputTokens - outputBefore } };
     } finally {
       signal.removeEventListener("abort", onAbort);
@@ -254,41 +254,87 @@ class LlamaCppEngine implements Engine {
     }
   }
 
-  private async runCompletion(
-    sequence: LlamaContextSequence,
-    prompt: string,
-    params: SamplingParams,
-    stream: DeltaStream,
-    { signal, onPrompt }: GenerateHooks,
-  ): Promise<{ promptTokens: number; outcome: RunOutcome }> {
-    const promptTokens = this.tokenizePrompt(prompt);
-    const maxTokens = this.budget(sequence, promptTokens.length, params.maxTokens);
-    onPrompt?.(promptTokens.length);
-    let recent = promptTokens.slice(-DETOKENIZE_CONTEXT_TOKENS);
-    let pending: Token[] = [];
-    let generated = 0;
-    let finishReason: FinishReason = "length";
-    if (signal.aborted) throw abortError();
-    const evaluation = sequence.evaluate(promptTokens, { ...samplingOf(params), yieldEogToken: true });
-    for await (const token of evaluation) {
-      if (signal.aborted) throw abortError();
-      if (this.model.isEogToken(token)) {
-        finishReason = "stop";
-        break;
-      }
-      generated++;
-      pending.push(token);
-      const text = this.model.detokenize(pending, false, recent);
-      const done = generated >= maxTokens;
-      // Byte-fallback tokens of a multi-byte character: wait for the rest of the character.
-      if (!done && text.endsWith(REPLACEMENT_CHAR) && pending.length < MAX_PARTIAL_CHAR_TOKENS) continue;
-      recent = [...recent, ...pending].slice(-DETOKENIZE_CONTEXT_TOKENS);
-      const tokens = pending.length;
-      pending = [];
-      if (stream.push(text, tokens) || done) break;
-    }
-    if (pending.length > 0) stream.push(this.model.detokenize(pending, false, recent), pending.length);
-    return { promptTokens: promptTokens.length, outcome: { finishReason, generated } };
+  /** Chat with per-token log probabilities: sampled directly on the sequence, which reports them. */
+  private async runChatWithLogprobs(sequence: LlamaContextSequence, spec: ChatJobSpec, stream: DeltaStream, hooks: GenerateHooks): Promise<Run> {
+    const { tokens } = this.chatPrompt(spec, false);
+    const maxTokens = this.budget(sequence, tokens.length, spec.params.maxTokens);
+    const grammar = await this.responseGrammar(spec.responseFormat);
+    hooks.onPrompt?.(tokens.length);
+    const trailing = grammar ? new TrailingWhitespace((text, n, lp) => stream.push(text, n, lp)) : null;
+    const outcome = await generateTokens(this.model, sequence, tokens, {
+      params: spec.params,
+      maxTokens,
+      signal: hooks.signal,
+      freshText: true,
+      ...(grammar ? { grammar } : {}),
+      onPiece: (text, n, lp) => (trailing ? trailing.push(text, n, lp) : stream.push(text, n, lp)),
+    });
+    if (trailing) stream.skip(trailing.heldTokens);
+    return { promptTokens: tokens.length, outcome };
+  }
+
+  /**
+   * A tool call the request requires: with several tools the model first picks the name under
+   * a grammar of the names, then writes the arguments under the tool's parameter schema, each
+   * argument piece streamed as it is sampled.
+   */
+  private async runForcedToolCall(sequence: LlamaContextSequence, spec: ChatJobSpec, tools: NonNullable<ChatJobSpec["tools"]>, hooks: GenerateHooks): Promise<Run> {
+    const { tokens } = this.chatPrompt(spec, true);
+    const maxTokens = this.budget(sequence, tokens.length, spec.params.maxTokens);
+    const argumentGrammars = new Map<string, LlamaGrammar>();
+    for (const t of tools) argumentGrammars.set(t.name, await this.grammarFor(parametersSchema(t)));
+    const single = tools.length === 1 ? tools[0]!.name : undefined;
+    const nameGrammar = single ? undefined : await this.grammarFor({ enum: tools.map((t) => t.name) });
+    const stateOf = (name: string) => new LlamaGrammarEvaluationState({ model: this.model, grammar: argumentGrammars.get(name)! });
+    let nameState = nameGrammar ? new LlamaGrammarEvaluationState({ model: this.model, grammar: nameGrammar }) : undefined;
+    let argumentState = single ? stateOf(single) : undefined;
+    let nameText = "";
+    let nameTokens = 0;
+    const header = (name: string, n: number) => hooks.onToolCall?.({ index: 0, id: newToolCallId(), name, arguments: "" }, n);
+    if (single) header(single, 0);
+    hooks.onPrompt?.(tokens.length);
+    const trailing = new TrailingWhitespace((text, n) => {
+      hooks.onToolCall?.({ index: 0, arguments: text }, n);
+      return false;
+    });
+    const params: SamplingParams = { ...spec.params };
+    delete params.logprobs;
+    const outcome = await generateTokens(this.model, sequence, tokens, {
+      params,
+      maxTokens,
+      signal: hooks.signal,
+      freshText: true,
+      grammar: () => nameState ?? argumentState,
+      onPiece: (text, n) => {
+        if (nameState === undefined) return trailing.push(text, n, undefined);
+        nameText += text;
+        nameTokens += n;
+        const name = completeJsonString(nameText);
+        if (name !== null && argumentGrammars.has(name)) {
+          nameState = undefined;
+          argumentState = stateOf(name);
+          header(name, nameTokens);
+        }
+        return false;
+      },
+    });
+    const finishReason = outcome.finishReason === "stop" ? "tool_calls" : outcome.finishReason;
+    // Whitespace the grammar allowed after the arguments is dropped but was generated.
+    if (trailing.heldTokens > 0 && argumentState) hooks.onToolCall?.({ index: 0, arguments: "" }, trailing.heldTokens);
+    return { promptTokens: tokens.length, outcome: { finishReason, generated: outcome.generated } };
+  }
+
+  private async runCompletion(sequence: LlamaContextSequence, prompt: string, params: SamplingParams, stream: DeltaStream, hooks: GenerateHooks): Promise<Run> {
+    const tokens = this.tokenizePrompt(prompt);
+    const maxTokens = this.budget(sequence, tokens.length, params.maxTokens);
+    hooks.onPrompt?.(tokens.length);
+    const outcome = await generateTokens(this.model, sequence, tokens, {
+      params,
+      maxTokens,
+      signal: hooks.signal,
+      onPiece: (text, n, lp) => stream.push(text, n, lp),
+    });
+    return { promptTokens: tokens.length, outcome };
   }
 
   /** Prompt text is plain text (special-token syntax in it is not parsed), with BOS when the model wants one. */
@@ -298,6 +344,25 @@ class LlamaCppEngine implements Engine {
     if (bos !== null && this.model.tokens.shouldPrependBosToken && tokens[0] !== bos) tokens.unshift(bos);
     if (tokens.length === 0) throw new EngineError("empty prompt and the model has no BOS token", false);
     return tokens;
+  }
+}
+
+/**
+ * `llama.createGrammarForJsonSchema` for a schema known only at run time (its signature infers
+ * a literal schema type, which a client's schema does not have).
+ */
+const compileJsonSchema = (llama: Llama, schema: GbnfJsonSchema): Promise<LlamaGrammar> =>
+  (llama.createGrammarForJsonSchema as (schema: GbnfJsonSchema) => Promise<LlamaGrammar>).call(llama, schema);
+
+/** The value of a complete JSON string literal (`"name"`), or null while it is incomplete. */
+function completeJsonString(text: string): string | null {
+  const t = text.trim();
+  if (t.length < 2 || !t.startsWith('"') || !t.endsWith('"') || t.endsWith('\\"')) return null;
+  try {
+    const v: unknown = JSON.parse(t);
+    return typeof v === "string" ? v : null;
+  } catch {
+    return null;
   }
 }
 
@@ -318,7 +383,7 @@ export async function createLlamaCppEngine(config: LlamaCppEngineConfig): Promis
       threads,
     });
     const chatWrapper = resolveChatWrapper(model);
-    return new LlamaCppEngine(llama, model, context, chatWrapper, config.parallel);
+    return new LlamaCppEngine(llama, model, context, chatWrapper, config);
   } catch (err) {
     await llama.dispose();
     throw err;

@@ -1,7 +1,7 @@
 import { z } from "zod";
-import type { FinishReason, JobSpec } from "../../protocol/index.ts";
+import type { ChatMessage, FinishReason, JobSpec, TokenLogprob } from "../../protocol/index.ts";
 import { EngineError } from "./types.ts";
-import type { Engine, GenerateHooks, GenerateResult, OpenAIUpstreamEngineConfig } from "./types.ts";
+import type { EmbedResult, Engine, GenerateHooks, GenerateResult, OpenAIUpstreamEngineConfig } from "./types.ts";
 
 const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 /** After `[DONE]` the body is drained (so the connection is reused) for at most this long. */
@@ -9,12 +9,28 @@ const DRAIN_GRACE_MS = 1_000;
 
 const UsageSchema = z.object({ prompt_tokens: z.int().nonnegative(), completion_tokens: z.int().nonnegative() });
 const FinishSchema = z.string().nullish();
+const TopLogprob = z.object({ token: z.string(), logprob: z.number(), bytes: z.array(z.int()).nullish() });
+const ChatLogprobs = z.object({ content: z.array(TopLogprob.extend({ top_logprobs: z.array(TopLogprob).nullish() })).nullish() }).nullish();
+const LegacyLogprobs = z.object({
+  tokens: z.array(z.string()),
+  token_logprobs: z.array(z.number().nullable()),
+  top_logprobs: z.array(z.record(z.string(), z.number()).nullable()).nullish(),
+}).nullish();
+const ToolCallChunk = z.object({
+  index: z.int().min(0).max(127),
+  id: z.string().min(1).max(128).nullish(),
+  function: z.object({ name: z.string().min(1).max(128).nullish(), arguments: z.string().nullish() }).nullish(),
+});
 const ChatChunk = z.object({
-  choices: z.array(z.object({ delta: z.object({ content: z.string().nullish() }), finish_reason: FinishSchema })),
+  choices: z.array(z.object({
+    delta: z.object({ content: z.string().nullish(), tool_calls: z.array(ToolCallChunk).nullish() }),
+    finish_reason: FinishSchema,
+    logprobs: ChatLogprobs,
+  })),
   usage: UsageSchema.nullish(),
 });
 const CompletionChunk = z.object({
-  choices: z.array(z.object({ text: z.string(), finish_reason: FinishSchema })),
+  choices: z.array(z.object({ text: z.string(), finish_reason: FinishSchema, logprobs: LegacyLogprobs })),
   usage: UsageSchema.nullish(),
 });
 /** Some servers (llama-server, vLLM) report mid-stream failures as `data: {"error": ...}`. */
@@ -65,13 +81,68 @@ export class SseParser {
   }
 }
 
+/** Our chat messages in OpenAI's shape (tool calls and their results included). */
+function openAIMessage(m: ChatMessage): Record<string, unknown> {
+  if (m.role === "tool") return { role: "tool", content: m.content, tool_call_id: m.toolCallId };
+  if (m.role === "assistant" && m.toolCalls?.length) {
+    return {
+      role: "assistant",
+      content: m.content || null,
+      tool_calls: m.toolCalls.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } })),
+    };
+  }
+  return { role: m.role, content: m.content };
+}
+
+/** The upstream request: every job parameter forwarded under its OpenAI name (unset ones are left out). */
 function requestBody(spec: JobSpec, model: string): Record<string, unknown> {
-  const { maxTokens, temperature, topP, seed, stop } = spec.params;
-  const input = spec.kind === "chat" ? { messages: spec.messages } : { prompt: spec.prompt };
-  return {
-    model, ...input, stream: true, stream_options: { include_usage: true },
-    max_tokens: maxTokens, temperature, top_p: topP, seed, stop,
+  const p = spec.params;
+  const common = {
+    model, stream: true, stream_options: { include_usage: true },
+    max_tokens: p.maxTokens, temperature: p.temperature, top_p: p.topP, seed: p.seed, stop: p.stop,
+    top_k: p.topK, min_p: p.minP, presence_penalty: p.presencePenalty, frequency_penalty: p.frequencyPenalty,
+    repetition_penalty: p.repetitionPenalty, logit_bias: p.logitBias,
   };
+  if (spec.kind === "completion") {
+    return { ...common, prompt: spec.prompt, logprobs: p.logprobs?.top };
+  }
+  const format = spec.responseFormat;
+  const choice = spec.toolChoice;
+  return {
+    ...common,
+    messages: spec.messages.map(openAIMessage),
+    logprobs: p.logprobs ? true : undefined,
+    top_logprobs: p.logprobs?.top,
+    tools: spec.tools?.map((t) => ({ type: "function", function: t })),
+    tool_choice: typeof choice === "object" ? { type: "function", function: { name: choice.name } } : choice,
+    parallel_tool_calls: spec.parallelToolCalls,
+    response_format: format === undefined ? undefined
+      : format.type === "json_object" ? { type: "json_object" }
+      : { type: "json_schema", json_schema: { name: format.name, schema: format.schema, strict: format.strict } },
+  };
+}
+
+const encoder = new TextEncoder();
+const bytesOf = (token: string, bytes: readonly number[] | null | undefined): number[] => (bytes ? [...bytes] : [...encoder.encode(token)]);
+
+function chatLogprobs(lp: z.infer<typeof ChatLogprobs>): TokenLogprob[] | undefined {
+  if (!lp?.content?.length) return undefined;
+  return lp.content.map((t) => ({
+    token: t.token,
+    logprob: t.logprob,
+    bytes: bytesOf(t.token, t.bytes),
+    top: (t.top_logprobs ?? []).slice(0, 20).map((a) => ({ token: a.token, logprob: a.logprob, bytes: bytesOf(a.token, a.bytes) })),
+  }));
+}
+
+function legacyLogprobs(lp: z.infer<typeof LegacyLogprobs>): TokenLogprob[] | undefined {
+  if (!lp?.tokens.length) return undefined;
+  return lp.tokens.map((token, i) => ({
+    token,
+    logprob: lp.token_logprobs[i] ?? 0,
+    bytes: bytesOf(token, null),
+    top: Object.entries(lp.top_logprobs?.[i] ?? {}).slice(0, 20).map(([t, logprob]) => ({ token: t, logprob, bytes: bytesOf(t, null) })),
+  }));
 }
 
 function estimatePromptTokens(spec: JobSpec): number {
@@ -80,7 +151,7 @@ function estimatePromptTokens(spec: JobSpec): number {
 }
 
 function mapFinish(reason: string): FinishReason {
-  return reason === "length" ? "length" : "stop";
+  return reason === "length" ? "length" : reason === "tool_calls" || reason === "function_call" ? "tool_calls" : "stop";
 }
 
 async function httpErrorMessage(res: Response): Promise<string> {
@@ -213,10 +284,17 @@ class Generation {
     if (!chunk.success) throw this.bad(`upstream chunk has an unexpected shape: ${z.prettifyError(chunk.error)}`);
     if (chunk.data.usage) this.usage = chunk.data.usage;
     for (const choice of chunk.data.choices) {
-      const text = "delta" in choice ? choice.delta.content : choice.text;
+      const chat = "delta" in choice;
+      const text = chat ? choice.delta.content : choice.text;
+      const logprobs = chat ? chatLogprobs(choice.logprobs) : legacyLogprobs(choice.logprobs);
       if (text) {
         this.contentChunks++;
-        this.hooks.onDelta(text, 1);
+        this.hooks.onDelta(text, Math.max(1, logprobs?.length ?? 1), logprobs);
+      }
+      for (const call of (chat ? choice.delta.tool_calls : null) ?? []) {
+        this.contentChunks++;
+        const head = call.id ? { id: call.id, ...(call.function?.name ? { name: call.function.name } : {}) } : {};
+        this.hooks.onToolCall?.({ index: call.index, ...head, arguments: call.function?.arguments ?? "" }, 1);
       }
       if (choice.finish_reason) this.finish = choice.finish_reason;
     }
@@ -225,6 +303,37 @@ class Generation {
   private bad(message: string): EngineError {
     return new EngineError(message, this.contentChunks === 0);
   }
+}
+
+const EmbeddingsBody = z.object({
+  data: z.array(z.object({ index: z.int().nonnegative(), embedding: z.array(z.number()) })),
+  usage: z.object({ prompt_tokens: z.int().nonnegative() }).nullish(),
+});
+
+/** POST /embeddings upstream (float encoding: every OpenAI-compatible server has it). */
+async function embedUpstream(config: OpenAIUpstreamEngineConfig, input: readonly string[], signal: AbortSignal): Promise<EmbedResult> {
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (config.apiKey) headers.authorization = `Bearer ${config.apiKey}`;
+  let res: Response;
+  try {
+    res = await fetch(`${config.baseURL.replace(/\/+$/, "")}/embeddings`, {
+      method: "POST", headers, signal,
+      body: JSON.stringify({ model: config.model, input, encoding_format: "float" }),
+    });
+  } catch (err) {
+    if (signal.aborted) throw abortError();
+    throw new EngineError(`upstream request failed: ${describe(err)}`, true);
+  }
+  if (!res.ok) throw new EngineError(await httpErrorMessage(res), true);
+  const body = EmbeddingsBody.safeParse(await res.json().catch(() => null));
+  if (!body.success) throw new EngineError(`upstream embeddings have an unexpected shape: ${z.prettifyError(body.error)}`, true);
+  const vectors: Float32Array[] = [];
+  for (const d of body.data.data) vectors[d.index] = Float32Array.from(d.embedding);
+  if (vectors.length !== input.length || vectors.some((v) => v === undefined)) {
+    throw new EngineError("upstream returned a vector count unlike the input count", true);
+  }
+  const chars = input.reduce((n, s) => n + s.length, 0);
+  return { vectors, promptTokens: body.data.usage?.prompt_tokens ?? Math.ceil(chars / 4) };
 }
 
 export function createOpenAIUpstreamEngine(config: OpenAIUpstreamEngineConfig): Engine {
@@ -241,6 +350,7 @@ export function createOpenAIUpstreamEngine(config: OpenAIUpstreamEngineConfig): 
         active.delete(generation);
       }
     },
+    embed: (input, signal) => embedUpstream(config, input, signal),
     async close() {
       for (const generation of active) generation.cancel();
     },

@@ -1,4 +1,4 @@
-import type { JobSpec, FinishReason } from "../../protocol/index.ts";
+import type { ErrorCode, FinishReason, JobSpec, TokenLogprob, ToolCallDelta } from "../../protocol/index.ts";
 
 /** Engine kinds the agent can run, as a literal union (never a free string). */
 export type EngineKind = "llama-cpp" | "openai-upstream";
@@ -33,8 +33,16 @@ export interface OpenAIUpstreamEngineConfig {
 export type EngineConfig = LlamaCppEngineConfig | OpenAIUpstreamEngineConfig;
 
 export interface GenerateHooks {
-  /** Called for every piece of generated text with the number of tokens it holds (>= 1). */
-  onDelta(text: string, tokens: number): void;
+  /**
+   * Called for every piece of generated text with the number of tokens it holds (>= 1) and,
+   * when the job asked for logprobs, one entry per token.
+   */
+  onDelta(text: string, tokens: number, logprobs?: TokenLogprob[]): void;
+  /**
+   * Called for every piece of a tool call (jobs with tools): the first piece of a call carries
+   * its id and name; `tokens` is what the piece took to generate (>= 1).
+   */
+  onToolCall?(delta: ToolCallDelta, tokens: number): void;
   /** Called once, before the first delta, with the rendered prompt's token count, when known. */
   onPrompt?(promptTokens: number): void;
   /** Aborted when the client went away or the gateway cancelled the job. */
@@ -48,12 +56,21 @@ export interface GenerateResult {
   completionTokens: number;
 }
 
+export interface EmbedResult {
+  /** One vector per input, in order. */
+  vectors: Float32Array[];
+  /** Tokens of all inputs together. */
+  promptTokens: number;
+}
+
 /** Thrown by engines for failures the gateway should see with a code. */
 export class EngineError extends Error {
   constructor(
     message: string,
     /** True when no token was produced yet, so the gateway may retry elsewhere. */
     readonly retryable: boolean,
+    /** What the gateway answers with: `invalid_request` for a job this engine cannot run as asked. */
+    readonly code: ErrorCode = "engine_error",
   ) {
     super(message);
     this.name = "EngineError";
@@ -70,6 +87,8 @@ export interface Engine {
    * caller ignores the result of an aborted job.
    */
   generate(spec: JobSpec, hooks: GenerateHooks): Promise<GenerateResult>;
+  /** Embed each input (one vector per input, in order), when the engine can. */
+  embed?(input: readonly string[], signal: AbortSignal): Promise<EmbedResult>;
   /** Free the model / connections. */
   close(): Promise<void>;
 }

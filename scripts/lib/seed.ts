@@ -15,6 +15,11 @@ export interface SeedChute {
   promptPriceNanoPerM: number;
   completionPriceNanoPerM: number;
   concurrency: number;
+  /** Listing metadata (GET /v1/models). */
+  displayName?: string;
+  description?: string;
+  huggingFaceId?: string;
+  quantization?: "int4" | "int8" | "fp4" | "fp6" | "fp8" | "fp16" | "bf16" | "fp32" | "unknown";
 }
 
 export interface SeedMiner {
@@ -55,6 +60,9 @@ export const TINY_CHUTE: SeedChute = {
   promptPriceNanoPerM: 100_000_000, // $0.10 per million prompt tokens
   completionPriceNanoPerM: 400_000_000, // $0.40 per million completion tokens
   concurrency: 4,
+  displayName: "Sluice Tiny Chat",
+  description: "A tiny random-weights llama model with a word vocabulary, for tests and local development: fluent nonsense, fast.",
+  quantization: "fp32",
 };
 
 export function makeSeed(opts: { chutes?: SeedChute[]; minerIds?: string[]; creditUsd?: number } = {}): Seed {
@@ -80,7 +88,7 @@ export function seedStatements(seed: Seed): string[] {
   ];
   for (const c of seed.chutes) {
     out.push(
-      `INSERT OR REPLACE INTO chutes (id, name, owner_account_id, model_ref, engine, context_length, max_output_tokens, prompt_price_nano_per_m, completion_price_nano_per_m, concurrency, min_instances, max_instances, public) VALUES (${[
+      `INSERT OR REPLACE INTO chutes (id, name, owner_account_id, model_ref, engine, context_length, max_output_tokens, prompt_price_nano_per_m, completion_price_nano_per_m, concurrency, min_instances, max_instances, public, display_name, description, hugging_face_id, quantization) VALUES (${[
         c.id,
         c.name,
         seed.accountId,
@@ -93,7 +101,7 @@ export function seedStatements(seed: Seed): string[] {
         c.concurrency,
       ]
         .map(q)
-        .join(", ")}, 1, 1, 1)`,
+        .join(", ")}, 1, 1, 1, ${c.displayName === undefined ? "NULL" : q(c.displayName)}, ${q(c.description ?? "")}, ${c.huggingFaceId === undefined ? "NULL" : q(c.huggingFaceId)}, ${q(c.quantization ?? "unknown")})`,
     );
   }
   for (const m of seed.miners) {

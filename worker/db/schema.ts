@@ -91,6 +91,18 @@ export const chutes = sqliteTable("chutes", {
   minInstances: integer("min_instances").notNull().default(0),
   maxInstances: integer("max_instances").notNull().default(1),
   public: integer("public", { mode: "boolean" }).notNull().default(true),
+  // Listing metadata (OpenRouter's provider fields).
+  /** Display name; null = the chute's name. */
+  displayName: text("display_name"),
+  description: text("description").notNull().default(""),
+  /** The Hugging Face repository of the weights, e.g. `Qwen/Qwen3-8B`. */
+  huggingFaceId: text("hugging_face_id"),
+  /** Weight precision as OpenRouter names it: int4, int8, fp4, fp6, fp8, fp16, bf16, fp32 or unknown. */
+  quantization: text("quantization", { enum: ["int4", "int8", "fp4", "fp6", "fp8", "fp16", "bf16", "fp32", "unknown"] })
+    .notNull()
+    .default("unknown"),
+  /** When the chute stops being served (ISO date), or null. */
+  deprecationDate: text("deprecation_date"),
   createdAt: createdAt(),
 });
 
@@ -115,7 +127,7 @@ export const invocations = sqliteTable(
     chuteId: text("chute_id").notNull(),
     minerId: text("miner_id"),
     instanceId: text("instance_id"),
-    endpoint: text("endpoint", { enum: ["chat", "completion"] }).notNull(),
+    endpoint: text("endpoint", { enum: ["chat", "completion", "embedding"] }).notNull(),
     stream: integer("stream", { mode: "boolean" }).notNull(),
     outcome: text("outcome", { enum: ["ok", "error", "cancelled"] }).notNull(),
     errorCode: text("error_code"),

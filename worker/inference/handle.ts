@@ -8,14 +8,15 @@ import { openMeter } from "../billing/ledger.ts";
 import { costNano, minerShareNano, promptTokenBound } from "../billing/pricing.ts";
 import type { LeaseReport } from "../../durable-objects/chute-router.ts";
 import { dispatch, isInstanceFailure } from "./dispatch.ts";
-import { modelOf, normalizeChat, normalizeCompletion } from "./normalize.ts";
+import { modelOf, normalize } from "./normalize.ts";
 import { recordInvocation, type InvocationRecord } from "./record.ts";
 import { relayComplete, relayStream, type JobOutcome } from "./relay.ts";
+import { relayEmbeddings } from "./relay-embeddings.ts";
 
 /** The serving miner's share of each charge when MINER_SHARE_BPS is unset. */
 const DEFAULT_MINER_SHARE_BPS = 8000;
 
-/** POST /v1/chat/completions and /v1/completions. */
+/** POST /v1/chat/completions, /v1/completions and /v1/embeddings. */
 export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): Promise<Response> {
   const startedAt = Date.now();
   const body = await readJson(c);
@@ -25,7 +26,7 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
   if (!chute || (!chute.public && chute.ownerAccountId !== key.accountId)) {
     throw new ApiError("model_not_found", `The model '${modelName}' does not exist or you do not have access to it.`, "model");
   }
-  const request = endpoint === "chat" ? normalizeChat(body, chute) : normalizeCompletion(body, chute);
+  const request = normalize(endpoint, body, chute);
   const meta: ResponseMeta = {
     id: newResponseId(endpoint),
     created: Math.floor(startedAt / 1000),
@@ -108,7 +109,10 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
     c.executionCtx.waitUntil(Promise.all([job.release(report), settled]));
   };
   const headers = { "x-request-id": c.get("requestId"), ...meter.rateHeaders };
-  const relay = { meta, job, startedAt, headers, onEnd, billedPrompt, clientGone: c.get("clientGone") };
+  const relay = { meta, job, startedAt, headers, onEnd, billedPrompt, clientGone: c.get("clientGone"), echo: request.echo };
+  if (request.spec.kind === "completion" && request.spec.embedding) {
+    return relayEmbeddings({ ...relay, inputs: request.spec.embedding.input.length, encoding: request.encoding ?? "float" });
+  }
   if (!request.stream) return relayComplete(relay);
   const { response, done } = relayStream(relay);
   c.executionCtx.waitUntil(done);

@@ -18,7 +18,18 @@ const chute: ChuteRecord = {
   minInstances: 0,
   maxInstances: 1,
   public: true,
+  displayName: null,
+  description: "",
+  huggingFaceId: null,
+  quantization: "unknown",
+  deprecationDate: null,
   createdAt: 0,
+};
+
+const withTools = {
+  model: "m",
+  messages: [{ role: "user", content: "x" }],
+  tools: [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } } }],
 };
 
 function apiError(fn: () => unknown): ApiError {
@@ -67,6 +78,63 @@ describe("normalizeChat", () => {
     });
   });
 
+  it("maps every sampling field, logprobs, response_format and tools", () => {
+    const r = normalizeChat(
+      {
+        ...withTools,
+        messages: [
+          { role: "user", content: "weather?" },
+          { role: "assistant", content: null, tool_calls: [{ id: "call_1", type: "function", function: { name: "get_weather", arguments: "{}" } }] },
+          { role: "tool", tool_call_id: "call_1", content: [{ type: "text", text: "sunny" }] },
+          { role: "user", content: "thanks" },
+        ],
+        top_k: 5,
+        min_p: 0.1,
+        presence_penalty: 0.5,
+        frequency_penalty: -0.5,
+        repetition_penalty: 1.1,
+        logit_bias: { "42": -100 },
+        logprobs: true,
+        top_logprobs: 3,
+        tool_choice: { type: "function", function: { name: "get_weather" } },
+        parallel_tool_calls: false,
+        user: "someone",
+        n: 1,
+      },
+      chute,
+    );
+    expect(r.spec).toEqual({
+      kind: "chat",
+      messages: [
+        { role: "user", content: "weather?" },
+        { role: "assistant", content: "", toolCalls: [{ id: "call_1", name: "get_weather", arguments: "{}" }] },
+        { role: "tool", content: "sunny", toolCallId: "call_1" },
+        { role: "user", content: "thanks" },
+      ],
+      params: {
+        maxTokens: 512,
+        topK: 5,
+        minP: 0.1,
+        presencePenalty: 0.5,
+        frequencyPenalty: -0.5,
+        repetitionPenalty: 1.1,
+        logitBias: { "42": -100 },
+        logprobs: { top: 3 },
+      },
+      tools: [{ name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } }],
+      toolChoice: { name: "get_weather" },
+      parallelToolCalls: false,
+    });
+    const schema = { type: "object", properties: { ok: { type: "boolean" } }, required: ["ok"], additionalProperties: false };
+    const f = normalizeChat(
+      { model: "m", messages: [{ role: "user", content: "x" }], response_format: { type: "json_schema", json_schema: { name: "s", schema, strict: true } } },
+      chute,
+    );
+    expect(f.spec).toMatchObject({ responseFormat: { type: "json_schema", name: "s", schema, strict: true } });
+    const j = normalizeChat({ model: "m", messages: [{ role: "user", content: "x" }], response_format: { type: "json_object" } }, chute);
+    expect(j.spec).toMatchObject({ responseFormat: { type: "json_object" } });
+  });
+
   it("defaults max tokens to the chute's limit and refuses more", () => {
     const r = normalizeChat({ model: "m", messages: [{ role: "user", content: "x" }] }, chute);
     expect(r.spec.params.maxTokens).toBe(512);
@@ -82,7 +150,26 @@ describe("normalizeChat", () => {
       [{ model: "m", messages: [{ role: "user", content: "x" }], top_p: 0 }, "top_p"],
       [{ model: "m", messages: [{ role: "user", content: "x" }], n: 2 }, "n"],
       [{ model: "m", messages: [{ role: "user", content: "x" }], stop: ["a", "b", "c", "d", "e"] }, "stop"],
-      [{ model: "m", messages: [{ role: "user", content: "x" }], response_format: { type: "json_object" } }, "response_format"],
+      [{ model: "m", messages: [{ role: "user", content: "x" }], response_format: { type: "xml" } }, "response_format.type"],
+      [{ model: "m", messages: [{ role: "user", content: "x" }], functions: [] }, "functions"],
+      [{ model: "m", messages: [{ role: "user", content: "x" }], top_logprobs: 2 }, "top_logprobs"],
+      [{ model: "m", messages: [{ role: "user", content: "x" }], top_logprobs: 21, logprobs: true }, "top_logprobs"],
+      [{ model: "m", messages: [{ role: "user", content: "x" }], logit_bias: { a: 1 } }, "logit_bias.a"],
+      [{ model: "m", messages: [{ role: "user", content: "x" }], presence_penalty: 3 }, "presence_penalty"],
+      [{ model: "m", messages: [{ role: "user", content: "x" }], tool_choice: "required" }, "tool_choice"],
+      [{ model: "m", messages: [{ role: "user", content: "x" }], store: true }, "store"],
+      [{ model: "m", messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "https://x/y.png" } }] }] }, "messages[0].content[0]"],
+      [{ model: "m", messages: [{ role: "tool", content: "42", tool_call_id: "call_1" }, { role: "user", content: "x" }] }, "messages[0].tool_call_id"],
+      [{ ...withTools, tool_choice: { type: "function", function: { name: "nope" } } }, "tool_choice"],
+      [{ ...withTools, tools: [...withTools.tools, ...withTools.tools] }, "tools[1].function.name"],
+      [
+        { ...withTools, tools: [{ type: "function", function: { name: "f", parameters: { type: "string", pattern: "^a" } } }] },
+        "tools[0].function.parameters",
+      ],
+      [
+        { model: "m", messages: [{ role: "user", content: "x" }], response_format: { type: "json_schema", json_schema: { name: "s", schema: { type: "object", properties: { n: { type: "integer", minimum: 3 } } } } } },
+        "response_format.json_schema.schema",
+      ],
       [{ model: "m", messages: [{ role: "assistant", content: "x" }] }, "messages"],
     ];
     for (const [body, param] of cases) {
@@ -101,6 +188,13 @@ describe("normalizeCompletion", () => {
     expect(a.spec).toEqual({ kind: "completion", prompt: "hi", params: { maxTokens: 16 } });
     expect(b.spec).toEqual(a.spec);
     expect(apiError(() => normalizeCompletion({ model: "m", prompt: ["a", "b"] }, chute)).param).toBe("prompt");
-    expect(apiError(() => normalizeCompletion({ model: "m", prompt: "a", echo: true }, chute)).param).toBe("echo");
+    expect(apiError(() => normalizeCompletion({ model: "m", prompt: "a", echo: true, logprobs: 2 }, chute)).param).toBe("echo");
+    expect(apiError(() => normalizeCompletion({ model: "m", prompt: "a", logprobs: 6 }, chute)).param).toBe("logprobs");
+  });
+
+  it("maps echo and integer logprobs", () => {
+    const r = normalizeCompletion({ model: "m", prompt: "hi", echo: true, max_tokens: 3, top_k: 4 }, chute);
+    expect(r).toMatchObject({ echo: "hi", spec: { params: { maxTokens: 3, topK: 4 } } });
+    expect(normalizeCompletion({ model: "m", prompt: "hi", logprobs: 2 }, chute).spec.params.logprobs).toEqual({ top: 2 });
   });
 });

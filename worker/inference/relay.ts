@@ -3,6 +3,7 @@ import { ERROR_CODES } from "../../protocol/index.ts";
 import { ApiError } from "../errors.ts";
 import {
   SSE_DONE,
+  ToolCallCollector,
   completeBody,
   errorChunk,
   sseEvent,
@@ -43,6 +44,21 @@ export interface RelayOptions {
   onEnd: (outcome: JobOutcome) => void;
   /** The prompt tokens billed for a miner's prompt count (clamped to the gateway's bound). */
   billedPrompt: (claimed: number) => number;
+  /** Legacy completions with `echo`: the prompt, sent before the generated text. */
+  echo?: string;
+}
+
+type ChunkEvent = Extract<JobEvent, { type: "chunk" }>;
+
+/**
+ * The chunk as the tally counts it: tool-call names and arguments are delivered output like
+ * text, so they bound the tokens a chunk may claim the same way.
+ */
+function billable(ev: ChunkEvent): ChunkEvent {
+  if (!ev.toolCalls?.length) return ev;
+  let text = ev.text;
+  for (const c of ev.toolCalls) text += (c.name ?? "") + c.arguments;
+  return { ...ev, text };
 }
 
 /**
@@ -127,17 +143,21 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
   const send = (bytes: Uint8Array) => void writer.write(bytes).catch(cancel);
 
   const pump = async () => {
-    send(sseEvent(streamChunk(meta, meta.endpoint === "chat" ? "" : null, null, true)));
+    const chat = meta.endpoint === "chat";
+    const echo = opts.echo ?? "";
+    send(sseEvent(streamChunk(meta, chat ? { role: true, text: "" } : { text: echo }, null)));
+    let textOffset = echo.length;
     let ev: JobEvent | null = job.first;
     while (ev?.type === "chunk") {
-      tally.chunk(ev, false);
-      send(sseEvent(streamChunk(meta, ev.text, null)));
+      tally.chunk(billable(ev), false);
+      send(sseEvent(streamChunk(meta, { text: ev.text || (ev.toolCalls?.length ? null : ""), toolCalls: ev.toolCalls, logprobs: ev.logprobs, textOffset }, null)));
+      textOffset += ev.text.length;
       ev = await job.events.next().catch(() => null);
       if (tally.ended) return; // the client went away meanwhile
     }
     if (ev?.type === "done") {
       tally.done(ev);
-      send(sseEvent(streamChunk(meta, null, ev.finishReason)));
+      send(sseEvent(streamChunk(meta, {}, ev.finishReason)));
       if (meta.includeUsage) send(sseEvent(usageChunk(meta, usageBody(opts.billedPrompt(tally.promptTokens ?? 0), tally.delivered))));
       tally.end({ outcome: "ok", errorCode: null, finishReason: ev.finishReason });
     } else {
@@ -166,8 +186,14 @@ export async function relayComplete(opts: RelayOptions): Promise<Response> {
   const tally = new Tally(opts.startedAt, opts.onEnd);
   onClientGone(opts, tally, false);
   let ev: JobEvent | null = job.first;
+  let text = opts.echo ?? "";
+  const toolCalls = new ToolCallCollector();
+  let logprobs: NonNullable<ChunkEvent["logprobs"]> | null = null;
   while (ev?.type === "chunk") {
-    tally.chunk(ev, true);
+    tally.chunk(billable(ev), false);
+    text += ev.text;
+    if (ev.toolCalls) toolCalls.add(ev.toolCalls);
+    if (ev.logprobs) (logprobs ??= []).push(...ev.logprobs);
     ev = await job.events.next().catch(() => null);
   }
   if (tally.ended) throw new ApiError("request_timeout", "The client closed the request.");
@@ -181,6 +207,6 @@ export async function relayComplete(opts: RelayOptions): Promise<Response> {
   tally.done(ev);
   tally.end({ outcome: "ok", errorCode: null, finishReason: ev.finishReason });
   const usage = usageBody(opts.billedPrompt(tally.promptTokens ?? 0), tally.delivered);
-  const body = completeBody(meta, tally.text, ev.finishReason, usage);
+  const body = completeBody(meta, { text, finish: ev.finishReason, usage, toolCalls: toolCalls.all, logprobs });
   return new Response(JSON.stringify(body), { headers: { ...opts.headers, "content-type": "application/json" } });
 }

@@ -1,8 +1,8 @@
-import type { FinishReason } from "../../protocol/index.ts";
+import type { FinishReason, TokenLogprob, ToolCall, ToolCallDelta } from "../../protocol/index.ts";
 
 /** Builders for OpenAI response bodies and SSE events. */
 
-export type Endpoint = "chat" | "completion";
+export type Endpoint = "chat" | "completion" | "embedding";
 
 export interface UsageBody {
   prompt_tokens: number;
@@ -24,30 +24,104 @@ export function usageBody(promptTokens: number, completionTokens: number): Usage
 
 export function newResponseId(endpoint: Endpoint): string {
   const rand = crypto.randomUUID().replaceAll("-", "");
-  return endpoint === "chat" ? `chatcmpl-${rand}` : `cmpl-${rand}`;
+  return endpoint === "chat" ? `chatcmpl-${rand}` : endpoint === "embedding" ? `embd-${rand}` : `cmpl-${rand}`;
 }
 
 type StreamFinish = FinishReason | "error" | null;
 
-/** One streamed chunk: text (and/or a finish reason) for choice 0. */
-export function streamChunk(meta: ResponseMeta, text: string | null, finish: StreamFinish, role = false): object {
+/** What one streamed chunk carries for choice 0. */
+export interface ChunkDelta {
+  text?: string | null;
+  /** The first chunk of a chat stream names the role. */
+  role?: boolean;
+  toolCalls?: readonly ToolCallDelta[];
+  logprobs?: readonly TokenLogprob[];
+  /** Legacy completions: where this chunk's text starts in the whole text (for `text_offset`). */
+  textOffset?: number;
+}
+
+// ---- logprobs ---------------------------------------------------------------------------------
+
+/** Chat `logprobs`: `{content: [{token, logprob, bytes, top_logprobs}], refusal: null}`. */
+export function chatLogprobs(tokens: readonly TokenLogprob[]): object {
+  return {
+    content: tokens.map((t) => ({
+      token: t.token,
+      logprob: t.logprob,
+      bytes: t.bytes,
+      top_logprobs: t.top.map((a) => ({ token: a.token, logprob: a.logprob, bytes: a.bytes })),
+    })),
+    refusal: null,
+  };
+}
+
+/** Legacy completions `logprobs`: parallel arrays, `top_logprobs` as token -> logprob maps. */
+export function legacyLogprobs(tokens: readonly TokenLogprob[], textOffset: number): object {
+  const offsets: number[] = [];
+  let at = textOffset;
+  for (const t of tokens) {
+    offsets.push(at);
+    at += t.token.length;
+  }
+  return {
+    tokens: tokens.map((t) => t.token),
+    token_logprobs: tokens.map((t) => t.logprob),
+    top_logprobs: tokens.map((t) => Object.fromEntries(t.top.map((a) => [a.token, a.logprob]))),
+    text_offset: offsets,
+  };
+}
+
+// ---- tool calls -------------------------------------------------------------------------------
+
+function toolCallDeltaBody(d: ToolCallDelta): object {
+  const fn: Record<string, string> = {};
+  if (d.name !== undefined) fn.name = d.name;
+  fn.arguments = d.arguments;
+  return { index: d.index, ...(d.id !== undefined ? { id: d.id, type: "function" } : {}), function: fn };
+}
+
+/** Folds streamed tool-call pieces into whole calls (for non-streamed answers). */
+export class ToolCallCollector {
+  private readonly calls: { id: string; name: string; arguments: string }[] = [];
+
+  add(deltas: readonly ToolCallDelta[]): void {
+    for (const d of deltas) {
+      const call = (this.calls[d.index] ??= { id: "", name: "", arguments: "" });
+      if (d.id !== undefined) call.id = d.id;
+      if (d.name !== undefined) call.name = d.name;
+      call.arguments += d.arguments;
+    }
+  }
+
+  get all(): ToolCall[] {
+    return this.calls.filter((c) => c !== undefined);
+  }
+}
+
+// ---- chunks and bodies ------------------------------------------------------------------------
+
+/** One streamed chunk for choice 0. */
+export function streamChunk(meta: ResponseMeta, delta: ChunkDelta, finish: StreamFinish): object {
   const base = { id: meta.id, created: meta.created, model: meta.model };
   const usage = meta.includeUsage ? { usage: null } : {};
   if (meta.endpoint === "chat") {
-    const delta: Record<string, string> = {};
-    if (role) delta.role = "assistant";
-    if (text !== null) delta.content = text;
+    const body: Record<string, unknown> = {};
+    if (delta.role) body.role = "assistant";
+    if (delta.text !== undefined && delta.text !== null) body.content = delta.text;
+    if (delta.toolCalls?.length) body.tool_calls = delta.toolCalls.map(toolCallDeltaBody);
+    const logprobs = delta.logprobs?.length ? chatLogprobs(delta.logprobs) : null;
     return {
       ...base,
       object: "chat.completion.chunk",
-      choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+      choices: [{ index: 0, delta: body, logprobs, finish_reason: finish }],
       ...usage,
     };
   }
+  const logprobs = delta.logprobs?.length ? legacyLogprobs(delta.logprobs, delta.textOffset ?? 0) : null;
   return {
     ...base,
     object: "text_completion",
-    choices: [{ index: 0, text: text ?? "", logprobs: null, finish_reason: finish }],
+    choices: [{ index: 0, text: delta.text ?? "", logprobs, finish_reason: finish }],
     ...usage,
   };
 }
@@ -60,21 +134,45 @@ export function usageChunk(meta: ResponseMeta, usage: UsageBody): object {
 
 /** The chunk that ends a stream that failed after it started (the official clients raise it). */
 export function errorChunk(meta: ResponseMeta, error: { message: string; type: string; code: string }): object {
-  return { ...streamChunk({ ...meta, includeUsage: false }, null, "error"), error: { ...error, param: null } };
+  return { ...streamChunk({ ...meta, includeUsage: false }, {}, "error"), error: { ...error, param: null } };
 }
 
-export function completeBody(meta: ResponseMeta, text: string, finish: FinishReason, usage: UsageBody): object {
-  const base = { id: meta.id, created: meta.created, model: meta.model, usage };
+export interface CompleteOutput {
+  text: string;
+  finish: FinishReason;
+  usage: UsageBody;
+  toolCalls?: readonly ToolCall[];
+  /** null when logprobs were not asked for. */
+  logprobs: readonly TokenLogprob[] | null;
+}
+
+export function completeBody(meta: ResponseMeta, out: CompleteOutput): object {
+  const base = { id: meta.id, created: meta.created, model: meta.model, usage: out.usage };
   if (meta.endpoint === "chat") {
-    return {
-      ...base,
-      object: "chat.completion",
-      choices: [
-        { index: 0, message: { role: "assistant", content: text, refusal: null }, logprobs: null, finish_reason: finish },
-      ],
+    const calls = out.toolCalls ?? [];
+    const message = {
+      role: "assistant",
+      content: calls.length > 0 && out.text === "" ? null : out.text,
+      refusal: null,
+      ...(calls.length > 0
+        ? { tool_calls: calls.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } })) }
+        : {}),
     };
+    const logprobs = out.logprobs ? chatLogprobs(out.logprobs) : null;
+    return { ...base, object: "chat.completion", choices: [{ index: 0, message, logprobs, finish_reason: out.finish }] };
   }
-  return { ...base, object: "text_completion", choices: [{ index: 0, text, logprobs: null, finish_reason: finish }] };
+  const logprobs = out.logprobs ? legacyLogprobs(out.logprobs, 0) : null;
+  return { ...base, object: "text_completion", choices: [{ index: 0, text: out.text, logprobs, finish_reason: out.finish }] };
+}
+
+/** The embeddings response: one `embedding` object per input, floats or base64 float32. */
+export function embeddingsBody(model: string, vectors: readonly (number[] | string)[], promptTokens: number): object {
+  return {
+    object: "list",
+    data: vectors.map((embedding, index) => ({ object: "embedding", index, embedding })),
+    model,
+    usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+  };
 }
 
 const encoder = new TextEncoder();

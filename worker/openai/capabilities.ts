@@ -1,0 +1,65 @@
+import type { ChuteRecord } from "../catalog/types.ts";
+
+/**
+ * What a chute can honour, by engine. The models listing declares exactly this, and
+ * normalize.ts refuses (400) what is not in it, so the two cannot disagree.
+ */
+
+/** OpenRouter's `supported_features` values we can declare. */
+export type Feature = "tools" | "json_mode" | "structured_outputs" | "logprobs";
+/** OpenRouter's `supported_sampling_parameters` values (request field names). */
+export type SamplingParameter =
+  | "temperature"
+  | "top_p"
+  | "top_k"
+  | "min_p"
+  | "frequency_penalty"
+  | "presence_penalty"
+  | "repetition_penalty"
+  | "logit_bias"
+  | "stop"
+  | "seed"
+  | "max_tokens";
+
+export interface Capabilities {
+  features: readonly Feature[];
+  samplingParameters: readonly SamplingParameter[];
+  /** JSON schemas are limited to the subset a grammar enforces (protocol/json-schema.ts). */
+  grammarSchemas: boolean;
+  embeddings: boolean;
+}
+
+const ALL_SAMPLING: readonly SamplingParameter[] = [
+  "temperature",
+  "top_p",
+  "top_k",
+  "min_p",
+  "frequency_penalty",
+  "presence_penalty",
+  "repetition_penalty",
+  "logit_bias",
+  "stop",
+  "seed",
+  "max_tokens",
+];
+
+const BY_ENGINE: Record<ChuteRecord["engine"], Capabilities> = {
+  // node-llama-cpp: sampling options, GBNF grammars for JSON and tool calls, token probabilities.
+  "llama-cpp": {
+    features: ["tools", "json_mode", "structured_outputs", "logprobs"],
+    samplingParameters: ALL_SAMPLING,
+    grammarSchemas: true,
+    embeddings: true,
+  },
+  // Forwarded to a vLLM / SGLang-style server, which implements all of these.
+  "openai-upstream": {
+    features: ["tools", "json_mode", "structured_outputs", "logprobs"],
+    samplingParameters: ALL_SAMPLING,
+    grammarSchemas: false,
+    embeddings: true,
+  },
+};
+
+export function capabilitiesOf(chute: Pick<ChuteRecord, "engine">): Capabilities {
+  return BY_ENGINE[chute.engine];
+}
