@@ -427,3 +427,113 @@ describe("embeddings", () => {
     }
   });
 });
+
+describe("GET /v1/models for OpenRouter", () => {
+  interface ListedModel {
+    id: string;
+    hugging_face_id: string | null;
+    name: string;
+    created: number;
+    description: string;
+    input_modalities: string[];
+    output_modalities: string[];
+    quantization: string;
+    context_length: number;
+    max_output_length: number;
+    pricing: Record<string, string>;
+    supported_sampling_parameters: string[];
+    supported_features: string[];
+    is_ready: boolean;
+    deprecation_date: string | null;
+  }
+  const list = async () => {
+    const res = await fetch(`${gw.baseURL}/models`, { headers: { authorization: `Bearer ${gw.seed.apiKey}` } });
+    return (await res.json()) as { object: string; data: ListedModel[] };
+  };
+
+  it("lists each chute with OpenRouter's provider fields; prices are exact USD-per-token strings", async () => {
+    const body = await list();
+    expect(body.object).toBe("list");
+    const m = body.data.find((d) => d.id === model)!;
+    expect(Object.keys(m)).toEqual(
+      expect.arrayContaining([
+        "id", "hugging_face_id", "name", "created", "input_modalities", "output_modalities", "quantization", "context_length",
+        "max_output_length", "pricing", "supported_sampling_parameters", "supported_features", "is_ready", "deprecation_date", "description",
+      ]),
+    );
+    expect(m).toMatchObject({
+      name: "Sluice Tiny Chat",
+      hugging_face_id: null,
+      input_modalities: ["text"],
+      output_modalities: ["text"],
+      quantization: "fp32",
+      context_length: TINY_CHUTE.contextLength,
+      max_output_length: TINY_CHUTE.maxOutputTokens,
+      is_ready: true,
+      deprecation_date: null,
+    });
+    expect(m.created).toBeGreaterThan(1_700_000_000);
+    expect(m.created).toBeLessThan(Date.now() / 1000 + 1);
+    // $0.10 and $0.40 per million tokens.
+    expect(m.pricing).toEqual({ prompt: "0.0000001", completion: "0.0000004", request: "0", image: "0", input_cache_read: "0.0000001" });
+    const one = (await (await fetch(`${gw.baseURL}/models/${model}`, { headers: { authorization: `Bearer ${gw.seed.apiKey}` } })).json()) as ListedModel;
+    expect(one).toEqual(m);
+  });
+
+  /**
+   * Each declared parameter and feature, called against the chute with a check that it acted.
+   * A declaration without a check here fails the test: what the listing declares must be true.
+   */
+  it("every declared sampling parameter and feature works against the chute", async () => {
+    const m = (await list()).data.find((d) => d.id === model)!;
+    const greedy = textOf(await chat({ max_tokens: 24 }));
+    const sampled = (extra: ChatParams) => chat({ max_tokens: 24, temperature: 2, seed: 11, ...extra }).then(textOf);
+    const params: Record<string, () => Promise<void>> = {
+      temperature: async () => expect(await sampled({})).not.toBe(greedy),
+      top_p: async () => expect(await sampled({ top_p: 0.01 })).toBe(greedy),
+      top_k: async () => expect(await sampled({ top_k: 1 })).toBe(greedy),
+      min_p: async () => expect(await sampled({ min_p: 1 })).toBe(greedy),
+      frequency_penalty: async () => expect(textOf(await chat({ max_tokens: 24, frequency_penalty: 2 }))).not.toBe(greedy),
+      presence_penalty: async () => expect(textOf(await chat({ max_tokens: 24, presence_penalty: 2 }))).not.toBe(greedy),
+      repetition_penalty: async () => expect(textOf(await chat({ max_tokens: 24, repetition_penalty: 1.8 }))).not.toBe(greedy),
+      logit_bias: async () => expect(textOf(await chat({ max_tokens: 3, logit_bias: { [TOKEN.cat]: 100 } })).trim()).toBe("cat cat cat"),
+      stop: async () => {
+        const word = greedy.split(" ")[3]!;
+        const r = await chat({ max_tokens: 24, stop: [` ${word}`] });
+        expect(r.choices[0]!.finish_reason).toBe("stop");
+        expect(textOf(r)).toBe(greedy.slice(0, greedy.indexOf(` ${word}`)));
+      },
+      seed: async () => expect(await sampled({ seed: 99 })).toBe(await sampled({ seed: 99 })),
+      max_tokens: async () => expect((await chat({ max_tokens: 5 })).usage!.completion_tokens).toBe(5),
+    };
+    const features: Record<string, () => Promise<void>> = {
+      tools: async () => {
+        const r = await chat({ messages: weatherQuestion, max_tokens: 100, tools: [WEATHER_TOOL], tool_choice: "required" });
+        const call = r.choices[0]!.message.tool_calls![0]!;
+        if (call.type !== "function") throw new Error("not a function call");
+        expectWeatherArguments(call.function.arguments);
+      },
+      json_mode: async () => {
+        const r = await chat({ max_tokens: 60, response_format: { type: "json_object" }, logit_bias: { [TOKEN.quote]: 30, [TOKEN.closeBrace]: 30 } });
+        expect(JSON.parse(textOf(r))).toBeTypeOf("object");
+      },
+      structured_outputs: async () => {
+        const r = await chat({ max_tokens: 200, response_format: { type: "json_schema", json_schema: { name: "pet", strict: true, schema: PET_SCHEMA } } });
+        expectPet(JSON.parse(textOf(r)));
+      },
+      logprobs: async () => {
+        const r = await chat({ max_tokens: 4, logprobs: true, top_logprobs: 2 });
+        expect(r.choices[0]!.logprobs!.content!.map((t) => t.top_logprobs.length)).toEqual([2, 2, 2, 2]);
+      },
+    };
+    expect(m.supported_sampling_parameters.length).toBeGreaterThan(0);
+    for (const p of m.supported_sampling_parameters) {
+      expect(params[p], `no check for declared sampling parameter '${p}'`).toBeDefined();
+      await params[p]!();
+    }
+    for (const f of m.supported_features) {
+      expect(features[f], `no check for declared feature '${f}'`).toBeDefined();
+      await features[f]!();
+    }
+  });
+});

@@ -4,23 +4,68 @@ import type { ChuteRecord } from "../catalog/types.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../errors.ts";
 import { apiKeyAuth } from "../middleware/auth/index.ts";
+import { capabilitiesOf } from "../openai/capabilities.ts";
 
-function modelObject(chute: ChuteRecord) {
+/**
+ * Prices are integer nano-USD per million tokens; OpenRouter wants USD per token as a decimal
+ * string. 1 USD per token = 1e9 nano-USD x 1e6 tokens = 1e15, so the string is the integer
+ * shifted 15 decimal places: exact, no floats ("0.0000001" for 100_000_000).
+ */
+export function usdPerToken(nanoPerMillion: number): string {
+  const v = BigInt(nanoPerMillion);
+  const scale = 10n ** 15n;
+  const frac = (v % scale).toString().padStart(15, "0").replace(/0+$/, "");
+  return `${v / scale}${frac ? `.${frac}` : ""}`;
+}
+
+/** The OpenAI model object, extended with OpenRouter's provider fields. */
+export function modelObject(chute: ChuteRecord, isReady: boolean) {
+  const caps = capabilitiesOf(chute);
   return {
     id: chute.name,
     object: "model" as const,
     created: Math.floor(chute.createdAt / 1000),
     owned_by: chute.ownerAccountId,
+    hugging_face_id: chute.huggingFaceId,
+    name: chute.displayName ?? chute.name,
+    description: chute.description,
+    // Content parts other than text are refused by every chute (normalize.ts).
+    input_modalities: ["text"],
+    output_modalities: ["text"],
+    quantization: chute.quantization,
     context_length: chute.contextLength,
     max_output_length: chute.maxOutputTokens,
+    pricing: {
+      prompt: usdPerToken(chute.promptPriceNanoPerM),
+      completion: usdPerToken(chute.completionPriceNanoPerM),
+      // Requests and images are not charged for.
+      request: "0",
+      image: "0",
+      input_cache_read: usdPerToken(chute.cachedPromptPriceNanoPerM ?? chute.promptPriceNanoPerM),
+    },
+    supported_sampling_parameters: caps.samplingParameters,
+    supported_features: caps.features,
+    is_ready: isReady,
+    deprecation_date: chute.deprecationDate,
   };
+}
+
+/** Whether an instance of the chute is connected now (its router's routing table). */
+async function isReady(env: Env, chute: ChuteRecord): Promise<boolean> {
+  try {
+    const router = env.CHUTE_ROUTER.get(env.CHUTE_ROUTER.idFromName(chute.id));
+    return (await router.snapshot()).instances.length > 0;
+  } catch {
+    return false;
+  }
 }
 
 export const modelRoutes = new Hono<AppEnv>()
   .use(apiKeyAuth({ scope: "invoke" }))
   .get("/", async (c) => {
     const chutes = await listChutes(c.env.DB, c.get("apiKey").accountId);
-    return c.json({ object: "list", data: chutes.map(modelObject) });
+    const ready = await Promise.all(chutes.map((chute) => isReady(c.env, chute)));
+    return c.json({ object: "list", data: chutes.map((chute, i) => modelObject(chute, ready[i]!)) });
   })
   .get("/*", async (c) => {
     const name = decodeURIComponent(c.req.path.replace(/^.*?\/models\//, ""));
@@ -28,5 +73,5 @@ export const modelRoutes = new Hono<AppEnv>()
     if (!chute || (!chute.public && chute.ownerAccountId !== c.get("apiKey").accountId)) {
       throw new ApiError("model_not_found", `The model '${name}' does not exist.`, "model");
     }
-    return c.json(modelObject(chute));
+    return c.json(modelObject(chute, await isReady(c.env, chute)));
   });
