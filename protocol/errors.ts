@@ -23,7 +23,8 @@ export const ERROR_CODES = {
   miner_disconnected: { status: 502, type: "server_error" },
   no_capacity: { status: 503, type: "service_unavailable" },
   not_configured: { status: 503, type: "service_unavailable" },
-  upstream_timeout: { status: 504, type: "timeout_error" },
+  /** No first token (or no progress) in time: 408, the timeout status OpenRouter understands. */
+  upstream_timeout: { status: 408, type: "timeout_error" },
 } as const satisfies Record<string, { status: number; type: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
