@@ -41,7 +41,9 @@ export function modelObject(chute: ChuteRecord, isReady: boolean) {
       // Requests and images are not charged for.
       request: "0",
       image: "0",
-      input_cache_read: usdPerToken(chute.cachedPromptPriceNanoPerM ?? chute.promptPriceNanoPerM),
+      // Usage does not carry cached prompt tokens yet, so every prompt token is charged the prompt
+      // price (cachedPromptPriceNanoPerM is not applied): declare what is charged.
+      input_cache_read: usdPerToken(chute.promptPriceNanoPerM),
     },
     supported_sampling_parameters: caps.samplingParameters,
     supported_features: caps.features,
