@@ -1,0 +1,218 @@
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { loadavg } from "node:os";
+import type { LlamaCppEngineConfig } from "../miner-agent/engines/types.ts";
+import { ROOT, TINY_MODEL } from "../test/support/paths.ts";
+import { TINY_CHUTE } from "../scripts/lib/seed.ts";
+import type { ChatBody } from "./load/http-client.ts";
+import { runLoad, type LoadResult } from "./load/runner.ts";
+import { machine, packageVersion, type Machine } from "./machine.ts";
+import { PeakRss, totalCpuMs } from "./proc.ts";
+import { LLAMA_PARALLEL, type Phase, type Profile } from "./profile.ts";
+import { startLlamaInProcess } from "./targets/llama.ts";
+import { ensureNginx, startNginx } from "./targets/nginx.ts";
+import { portkeyPackage, startPortkey } from "./targets/portkey.ts";
+import { startSluice, SYNTHETIC_CHUTE } from "./targets/sluice.ts";
+import type { RunningTarget } from "./targets/types.ts";
+import { startUpstream, type Upstream } from "./targets/upstream.ts";
+
+export const ROWS = [
+  { id: "direct", label: "direct floor (synthetic upstream)" },
+  { id: "nginx", label: "nginx reverse proxy" },
+  { id: "portkey", label: "Portkey gateway" },
+  { id: "sluice", label: "Sluice full path (openai-upstream)" },
+  { id: "llama", label: "llama.cpp in-process, no gateway" },
+  { id: "sluice-llama", label: "Sluice + llama.cpp agent" },
+] as const;
+export type RowId = (typeof ROWS)[number]["id"];
+
+const SYNTHETIC_ROWS: readonly RowId[] = ["direct", "nginx", "portkey", "sluice"];
+
+/** One phase's load result, with the CPU its processes spent per request (from /proc). */
+export interface PhaseResult extends LoadResult {
+  gatewayCpuMsPerRequest?: number;
+  agentCpuMsPerRequest?: number;
+}
+
+export interface RowResult {
+  id: RowId;
+  label: string;
+  status: "ok" | "skipped" | "failed";
+  /** Why the row was skipped or failed. */
+  reason?: string;
+  small?: PhaseResult;
+  stream?: PhaseResult;
+  /** Peak resident memory of the gateway process(es); undefined for rows without a gateway. */
+  gatewayRssBytes?: number;
+  notes: string[];
+}
+
+export interface Runtime {
+  sluice: string;
+  nginx: string;
+  portkey: string;
+  llama: string;
+}
+
+export interface BenchRun {
+  startedAt: Date;
+  finishedAt: Date;
+  machine: Machine;
+  loadAtEnd: number;
+  runtime: Runtime;
+  profile: Profile;
+  rows: RowResult[];
+}
+
+export interface BenchOptions {
+  profile: Profile;
+  rows: readonly RowId[];
+  /** Install nginx with apt-get when it is missing. */
+  installNginx: boolean;
+  /** Build the Worker bundle and the tiny model first (the test suite's setup already has). */
+  build?: boolean;
+  log: (line: string) => void;
+}
+
+/** The llama.cpp engine of row 5, the same config for the agent and for the in-process baseline. */
+const LLAMA_ENGINE: LlamaCppEngineConfig = { kind: "llama-cpp", modelPath: TINY_MODEL, parallel: LLAMA_PARALLEL, contextSize: 2048, threads: 1 };
+
+/** Credit for the benchmark account: far more than any run spends (a 256-token stream costs ~$0.0001). */
+const CREDIT_USD = 100_000;
+
+function build(log: (line: string) => void): void {
+  log("building the Worker bundle (wrangler deploy --dry-run) and the tiny model ...");
+  execFileSync(process.execPath, [`${ROOT}/scripts/build-worker.mjs`], { cwd: ROOT, stdio: ["ignore", "ignore", "inherit"] });
+  execFileSync(process.execPath, [`${ROOT}/scripts/make-tiny-model.mjs`], { cwd: ROOT, stdio: ["ignore", "ignore", "inherit"] });
+}
+
+function compatibilityDate(): string {
+  const text = readFileSync(`${ROOT}/wrangler.jsonc`, "utf8");
+  return /"compatibility_date"\s*:\s*"([^"]+)"/.exec(text)?.[1] ?? "?";
+}
+
+async function phase(target: RunningTarget, p: Phase, stream: boolean, timeoutMs: number): Promise<PhaseResult> {
+  const client = target.client(p.concurrency, timeoutMs);
+  const body = (i: number): ChatBody => ({ max_tokens: p.maxTokens, stream, seed: i, temperature: 0.7 });
+  const send = (i: number) => (stream ? client.stream(body(i)) : client.complete(body(i)));
+  try {
+    if (p.warmupMs > 0) await runLoad({ concurrency: p.concurrency, durationMs: p.warmupMs, maxRequests: p.maxRequests }, send);
+    const gateway = target.gatewayPids();
+    const agent = target.agentPids?.() ?? [];
+    const cpuBefore = [totalCpuMs(gateway), totalCpuMs(agent)] as const;
+    const result = await runLoad(p, send);
+    const perRequest = (before: number, pids: number[]) =>
+      pids.length > 0 && result.requests > 0 ? (totalCpuMs(pids) - before) / result.requests : undefined;
+    return {
+      ...result,
+      gatewayCpuMsPerRequest: perRequest(cpuBefore[0], gateway),
+      agentCpuMsPerRequest: perRequest(cpuBefore[1], agent),
+    };
+  } finally {
+    client.close();
+  }
+}
+
+async function measure(row: RowResult, target: RunningTarget, small: Phase, stream: Phase, profile: Profile): Promise<void> {
+  const peak = new PeakRss(() => target.gatewayPids());
+  try {
+    row.small = await phase(target, small, false, profile.requestTimeoutMs);
+    row.stream = await phase(target, stream, true, profile.requestTimeoutMs);
+  } finally {
+    const bytes = peak.stop();
+    if (target.gatewayPids().length > 0) row.gatewayRssBytes = bytes;
+    row.notes.push(...target.notes());
+  }
+}
+
+/** Unrecorded load on the upstream alone, so the first row does not pay for anyone's JIT warm-up. */
+async function warmUp(direct: RunningTarget, profile: Profile, log: (line: string) => void): Promise<void> {
+  if (profile.globalWarmupMs <= 0) return;
+  log(`warming up the load generator and the upstream (${(2 * profile.globalWarmupMs) / 1000} s, not recorded) ...`);
+  const warm = (p: Phase): Phase => ({ ...p, durationMs: profile.globalWarmupMs, warmupMs: 0 });
+  await phase(direct, warm(profile.small), false, profile.requestTimeoutMs);
+  await phase(direct, warm(profile.stream), true, profile.requestTimeoutMs);
+}
+
+function describe(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split("\n")[0]!.slice(0, 400);
+}
+
+/** Starts what each row needs, loads it, stops it; one row at a time, on 127.0.0.1 only. */
+export async function runBench(opts: BenchOptions): Promise<BenchRun> {
+  const { profile, log } = opts;
+  const startedAt = new Date();
+  const info = machine();
+  const wanted = ROWS.filter((r) => opts.rows.includes(r.id));
+  const runtime: Runtime = {
+    sluice: `Miniflare ${packageVersion("miniflare")} running workerd ${packageVersion("workerd")} directly (not wrangler dev), compatibility date ${compatibilityDate()}, Worker bundled by wrangler ${packageVersion("wrangler")} (deploy --dry-run); D1 and Durable Object storage on disk as in the tests; per-key rate limits on but set far above the load`,
+    nginx: "not used",
+    portkey: `@portkey-ai/gateway ${portkeyPackage().version} (its Node server, one process, NODE_ENV=production)`,
+    llama: `node-llama-cpp ${packageVersion("node-llama-cpp")}, tiny generated GGUF, ${LLAMA_PARALLEL} parallel sequences, 1 thread, CPU`,
+  };
+  if (opts.build !== false && wanted.some((r) => r.id === "sluice" || r.id === "sluice-llama" || r.id === "llama")) build(log);
+
+  let upstream: Upstream | undefined;
+  const rows: RowResult[] = [];
+  try {
+    if (wanted.some((r) => SYNTHETIC_ROWS.includes(r.id))) {
+      upstream = await startUpstream();
+      log(`synthetic upstream at ${upstream.url}`);
+      await warmUp(upstream.direct, profile, log);
+    }
+    for (const { id, label } of wanted) {
+      const row: RowResult = { id, label, status: "ok", notes: [] };
+      rows.push(row);
+      log(`row ${rows.length}: ${label} ...`);
+      let target: RunningTarget | undefined;
+      try {
+        target = await startRow(id, upstream, opts, runtime, row);
+        if (!target) {
+          log(`  skipped: ${row.reason}`);
+          continue;
+        }
+        const llamaRow = id === "llama" || id === "sluice-llama";
+        await measure(row, target, llamaRow ? profile.llamaSmall : profile.small, llamaRow ? profile.llamaStream : profile.stream, profile);
+        log(`  small ${row.small!.rps.toFixed(0)} req/s (${row.small!.errors} errors), stream ${row.stream!.tokensPerSec.toFixed(0)} tok/s (${row.stream!.errors} errors)`);
+      } catch (err) {
+        row.status = "failed";
+        row.reason = describe(err);
+        log(`  failed: ${row.reason}`);
+      } finally {
+        await target?.close().catch((err: unknown) => log(`  stopping it failed: ${describe(err)}`));
+      }
+    }
+  } finally {
+    await upstream?.close();
+  }
+  return { startedAt, finishedAt: new Date(), machine: info, loadAtEnd: loadavg()[0]!, runtime, profile, rows };
+}
+
+async function startRow(id: RowId, upstream: Upstream | undefined, opts: BenchOptions, runtime: Runtime, row: RowResult): Promise<RunningTarget | undefined> {
+  switch (id) {
+    case "direct":
+      return upstream!.direct;
+    case "nginx": {
+      const nginx = ensureNginx(opts.installNginx, opts.log);
+      if (!nginx.ok) {
+        row.status = "skipped";
+        row.reason = nginx.reason;
+        return undefined;
+      }
+      runtime.nginx = `nginx ${nginx.version} (${nginx.path}), 1 worker process, proxy_buffering off, upstream keepalive`;
+      return startNginx(nginx.path, upstream!.port);
+    }
+    case "portkey":
+      return startPortkey(upstream!.url);
+    case "sluice":
+      return startSluice({
+        chute: SYNTHETIC_CHUTE,
+        engine: { kind: "openai-upstream", baseURL: upstream!.url, model: "synthetic", parallel: SYNTHETIC_CHUTE.concurrency },
+        creditUsd: CREDIT_USD,
+      });
+    case "llama":
+      return startLlamaInProcess(LLAMA_ENGINE);
+    case "sluice-llama":
+      return startSluice({ chute: TINY_CHUTE, engine: LLAMA_ENGINE, creditUsd: CREDIT_USD });
+  }
+}

@@ -1,0 +1,97 @@
+import { performance } from "node:perf_hooks";
+import { ascending, percentile } from "./stats.ts";
+
+/** What one request produced. */
+export interface Sample {
+  ok: boolean;
+  /** Why it failed (status and a short body excerpt, or the exception). */
+  error?: string;
+  /** Request start to the last byte. */
+  latencyMs: number;
+  /** Request start to the first non-empty content token (streams only). */
+  ttftMs?: number;
+  /** Completion tokens delivered (streams: the usage chunk, else content events). */
+  tokens?: number;
+}
+
+/** One request; `i` numbers requests within a phase (used for per-request seeds). */
+export type Task = (i: number) => Promise<Sample>;
+
+export interface LoadOptions {
+  /** Requests kept in flight (a closed loop: each worker starts the next when one ends). */
+  concurrency: number;
+  /** No new request starts after this long. */
+  durationMs: number;
+  /** No more than this many requests start. */
+  maxRequests: number;
+}
+
+export interface LoadResult {
+  concurrency: number;
+  requests: number;
+  ok: number;
+  errors: number;
+  /** Up to three distinct error messages, first seen first. */
+  errorExamples: string[];
+  /** From the first request's start to the last response's end. */
+  wallMs: number;
+  /** Successful requests per second. */
+  rps: number;
+  latencyP50: number;
+  latencyP99: number;
+  ttftP50: number;
+  ttftP99: number;
+  /** Completion tokens of successful requests per second of wall time. */
+  tokensPerSec: number;
+  tokens: number;
+}
+
+/**
+ * Runs `task` in a closed loop at fixed concurrency, bounded by time and by count; every
+ * request that started is awaited (the task itself must bound its own duration).
+ */
+export async function runLoad(opts: LoadOptions, task: Task): Promise<LoadResult> {
+  const latencies: number[] = [];
+  const ttfts: number[] = [];
+  const examples: string[] = [];
+  let started = 0;
+  let ok = 0;
+  let errors = 0;
+  let tokens = 0;
+  const t0 = performance.now();
+  const deadline = t0 + opts.durationMs;
+  const worker = async (): Promise<void> => {
+    while (started < opts.maxRequests && performance.now() < deadline) {
+      const sample = await task(started++).catch((err: unknown): Sample => ({ ok: false, error: String(err), latencyMs: 0 }));
+      if (!sample.ok) {
+        errors++;
+        const message = sample.error ?? "failed";
+        if (examples.length < 3 && !examples.includes(message)) examples.push(message);
+        continue;
+      }
+      ok++;
+      latencies.push(sample.latencyMs);
+      if (sample.ttftMs !== undefined) ttfts.push(sample.ttftMs);
+      tokens += sample.tokens ?? 0;
+    }
+  };
+  await Promise.all(Array.from({ length: opts.concurrency }, worker));
+  const wallMs = performance.now() - t0;
+  const sortedLatency = ascending(latencies);
+  const sortedTtft = ascending(ttfts);
+  return {
+    concurrency: opts.concurrency,
+    requests: started,
+    ok,
+    errors,
+    errorExamples: examples,
+    wallMs,
+    rps: (ok * 1000) / wallMs,
+    latencyP50: percentile(sortedLatency, 50),
+    latencyP99: percentile(sortedLatency, 99),
+    ttftP50: percentile(sortedTtft, 50),
+    ttftP99: percentile(sortedTtft, 99),
+    tokensPerSec: (tokens * 1000) / wallMs,
+    tokens,
+  };
+}

@@ -1,0 +1,22 @@
+import type { ChatBody } from "../load/http-client.ts";
+import type { Sample } from "../load/runner.ts";
+
+/** Sends one request of each kind to a row (over HTTP, or to an engine in this process). */
+export interface LoadClient {
+  complete(body: ChatBody): Promise<Sample>;
+  stream(body: ChatBody): Promise<Sample>;
+  close(): void;
+}
+
+/** A row's system under test, started and ready for load. */
+export interface RunningTarget {
+  /** A client with a pool of `connections` connections (one per concurrent request); no request outlives `timeoutMs`. */
+  client(connections: number, timeoutMs: number): LoadClient;
+  /** The gateway's processes, whose memory is the row's "gateway RSS" (none for direct rows). */
+  gatewayPids(): number[];
+  /** The process hosting the engine (Sluice's agent; the bench itself for the in-process engine), whose CPU is reported apart. */
+  agentPids?(): number[];
+  /** Anything worth reporting after the load (e.g. the gateway's first error lines). */
+  notes(): string[];
+  close(): Promise<void>;
+}
