@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ChatMessage, JobSpec, SamplingParams } from "../../protocol/index.ts";
+import type { ChatMessage, JobSpec, SamplingParams, TokenLogprob, ToolCallDelta } from "../../protocol/index.ts";
 import { createLlamaCppEngine, DeltaStream } from "./llama-cpp.ts";
 import { EngineError } from "./types.ts";
 import type { Engine, GenerateResult } from "./types.ts";
@@ -209,6 +209,80 @@ describe("llama-cpp engine (tiny model)", () => {
   it("a prompt that does not fit the context is a retryable EngineError", async () => {
     const huge = "the cat sat on the mat ".repeat(600);
     await expect(run(completion(huge))).rejects.toMatchObject({ name: "EngineError", retryable: true });
+  });
+});
+
+describe("llama-cpp engine: grammars, tools, logprobs, embeddings", () => {
+  const collect = async (spec: JobSpec) => {
+    const text: string[] = [];
+    const calls: ToolCallDelta[] = [];
+    let deltaTokens = 0;
+    const logprobs: TokenLogprob[] = [];
+    const result = await engine.generate(spec, {
+      signal: new AbortController().signal,
+      onDelta: (t, n, lp) => {
+        text.push(t);
+        deltaTokens += n;
+        if (lp) logprobs.push(...lp);
+      },
+      onToolCall: (d, n) => {
+        calls.push(d);
+        deltaTokens += n;
+      },
+    });
+    return { result, text: text.join(""), calls, deltaTokens, logprobs };
+  };
+  const user = [{ role: "user" as const, content: "Weather in Paris?" }];
+  const tools = [
+    { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string", maxLength: 8 } }, required: ["city"] } },
+    { name: "get_time" },
+  ];
+
+  it("a required tool call: the name under an enum grammar, then arguments under the schema; every token counted", async () => {
+    const r = await collect({ kind: "chat", messages: user, params: { maxTokens: 60, temperature: 0 }, tools, toolChoice: "required" });
+    expect(r.result.finishReason).toBe("tool_calls");
+    expect(r.text).toBe("");
+    expect(r.calls[0]).toMatchObject({ index: 0, id: expect.stringMatching(/^call_/), arguments: "" });
+    const name = r.calls[0]!.name!;
+    const args = JSON.parse(r.calls.slice(1).map((c) => c.arguments).join("")) as Record<string, unknown>;
+    expect(Object.keys(args)).toEqual(name === "get_weather" ? ["city"] : []);
+    expect(r.deltaTokens).toBe(r.result.completionTokens);
+  });
+
+  it("a tool without parameters takes an empty object", async () => {
+    const r = await collect({ kind: "chat", messages: user, params: { maxTokens: 20, temperature: 0 }, tools, toolChoice: { name: "get_time" } });
+    expect(r.calls[0]!.name).toBe("get_time");
+    expect(JSON.parse(r.calls.map((c) => c.arguments).join(""))).toEqual({});
+  });
+
+  it("logprobs: one per token, aligned with the text, also across a stop string", async () => {
+    const r = await collect({ kind: "chat", messages: user, params: { maxTokens: 12, temperature: 0, logprobs: { top: 2 } } });
+    expect(r.logprobs).toHaveLength(12);
+    expect(r.logprobs.map((l) => l.token).join("")).toBe(r.text);
+    const third = r.text.split(" ")[2]!;
+    const cut = await collect({ kind: "chat", messages: user, params: { maxTokens: 12, temperature: 0, logprobs: { top: 0 }, stop: [` ${third}`] } });
+    expect(cut.text).toBe(r.text.slice(0, r.text.indexOf(` ${third}`)));
+    expect(cut.logprobs.map((l) => l.token).join("").startsWith(cut.text)).toBe(true);
+  });
+
+  it("a schema that does not compile is an invalid_request EngineError, not retryable", async () => {
+    const err: unknown = await engine
+      .generate(
+        { kind: "chat", messages: user, params: { maxTokens: 4 }, responseFormat: { type: "json_schema", name: "s", strict: true, schema: { type: "object", properties: { a: { pattern: "x" } } } } },
+        { signal: new AbortController().signal, onDelta: () => undefined },
+      )
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(EngineError);
+    expect(err).toMatchObject({ code: "invalid_request", retryable: false });
+  });
+
+  it("embeds each input into the model's embedding size, deterministically", async () => {
+    const a = await engine.embed!(["the cat", "the dog"], new AbortController().signal);
+    const b = await engine.embed!(["the cat"], new AbortController().signal);
+    expect(a.vectors.map((v) => v.length)).toEqual([64, 64]);
+    expect([...b.vectors[0]!]).toEqual([...a.vectors[0]!]);
+    expect([...a.vectors[1]!]).not.toEqual([...a.vectors[0]!]);
+    expect(a.promptTokens).toBeGreaterThan(b.promptTokens);
   });
 });
 

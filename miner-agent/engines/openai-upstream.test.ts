@@ -1,4 +1,5 @@
 import { once } from "node:events";
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { createServer } from "node:net";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
@@ -201,5 +202,114 @@ describe("SseParser", () => {
     const parser = new SseParser();
     expect(parser.push("data: a\n\ndata: b")).toEqual(["a"]);
     expect(parser.end()).toEqual(["b"]);
+  });
+});
+
+/** A one-route OpenAI-compatible server answering with a fixed body (SSE or JSON). */
+async function fixedServer(answer: (req: IncomingMessage, body: unknown, res: ServerResponse) => void) {
+  const server = createHttpServer((req, res) => {
+    let text = "";
+    req.on("data", (d: Buffer) => (text += d.toString()));
+    req.on("end", () => answer(req, JSON.parse(text), res));
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}/v1`, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+const sse = (events: object[]) => `${events.map((e) => `data: ${JSON.stringify(e)}\n\n`).join("")}data: [DONE]\n\n`;
+
+describe("openai-upstream engine: tools, logprobs, response_format, embeddings", () => {
+  it("forwards every job parameter under its OpenAI name", async () => {
+    const seen: Record<string, unknown>[] = [];
+    const server = await fixedServer((_req, body, res) => {
+      seen.push(body as Record<string, unknown>);
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.end(sse([{ choices: [{ delta: { content: "ok" }, finish_reason: "stop" }] }]));
+    });
+    try {
+      const e = createOpenAIUpstreamEngine({ kind: "openai-upstream", baseURL: server.url, model: "m1", parallel: 1 });
+      await e.generate(
+        {
+          kind: "chat",
+          messages: [
+            { role: "user", content: "weather?" },
+            { role: "assistant", content: "", toolCalls: [{ id: "call_1", name: "get_weather", arguments: "{}" }] },
+            { role: "tool", content: "sunny", toolCallId: "call_1" },
+          ],
+          params: { maxTokens: 3, topK: 5, minP: 0.1, presencePenalty: 0.5, frequencyPenalty: 0.25, repetitionPenalty: 1.1, logitBias: { "7": -100 }, logprobs: { top: 2 } },
+          tools: [{ name: "get_weather", parameters: { type: "object" } }],
+          toolChoice: { name: "get_weather" },
+          parallelToolCalls: false,
+          responseFormat: { type: "json_schema", name: "s", schema: { type: "object" }, strict: true },
+        },
+        { onDelta: () => undefined, signal: new AbortController().signal },
+      );
+    } finally {
+      await server.close();
+    }
+    expect(seen[0]).toEqual({
+      model: "m1", stream: true, stream_options: { include_usage: true }, max_tokens: 3,
+      top_k: 5, min_p: 0.1, presence_penalty: 0.5, frequency_penalty: 0.25, repetition_penalty: 1.1, logit_bias: { "7": -100 },
+      messages: [
+        { role: "user", content: "weather?" },
+        { role: "assistant", content: null, tool_calls: [{ id: "call_1", type: "function", function: { name: "get_weather", arguments: "{}" } }] },
+        { role: "tool", content: "sunny", tool_call_id: "call_1" },
+      ],
+      logprobs: true, top_logprobs: 2,
+      tools: [{ type: "function", function: { name: "get_weather", parameters: { type: "object" } } }],
+      tool_choice: { type: "function", function: { name: "get_weather" } },
+      parallel_tool_calls: false,
+      response_format: { type: "json_schema", json_schema: { name: "s", schema: { type: "object" }, strict: true } },
+    });
+  });
+
+  it("relays tool_calls deltas and logprobs, and maps finish_reason tool_calls", async () => {
+    const lp = (token: string) => ({ token, logprob: -0.5, bytes: [...Buffer.from(token)], top_logprobs: [{ token, logprob: -0.5, bytes: null }] });
+    const server = await fixedServer((_req, _body, res) => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.end(sse([
+        { choices: [{ delta: { role: "assistant", content: "Hi" }, logprobs: { content: [lp("Hi")] }, finish_reason: null }] },
+        { choices: [{ delta: { tool_calls: [{ index: 0, id: "call_9", type: "function", function: { name: "f", arguments: "" } }] }, finish_reason: null }] },
+        { choices: [{ delta: { tool_calls: [{ index: 0, function: { arguments: "{\"a\":" } }] }, finish_reason: null }] },
+        { choices: [{ delta: { tool_calls: [{ index: 0, function: { arguments: "1}" } }] }, finish_reason: "tool_calls" }] },
+        { choices: [], usage: { prompt_tokens: 9, completion_tokens: 6 } },
+      ]));
+    });
+    try {
+      const e = createOpenAIUpstreamEngine({ kind: "openai-upstream", baseURL: server.url, model: "m1", parallel: 1 });
+      const deltas: unknown[] = [];
+      const result = await e.generate(
+        { kind: "chat", messages: [{ role: "user", content: "x" }], params: { maxTokens: 9, logprobs: { top: 1 } }, tools: [{ name: "f" }] },
+        { onDelta: (text, tokens, logprobs) => deltas.push({ text, tokens, logprobs }), onToolCall: (d, tokens) => deltas.push({ ...d, tokens }), signal: new AbortController().signal },
+      );
+      expect(result).toEqual({ finishReason: "tool_calls", promptTokens: 9, completionTokens: 6 });
+      expect(deltas).toEqual([
+        { text: "Hi", tokens: 1, logprobs: [{ token: "Hi", logprob: -0.5, bytes: [72, 105], top: [{ token: "Hi", logprob: -0.5, bytes: [72, 105] }] }] },
+        { index: 0, id: "call_9", name: "f", arguments: "", tokens: 1 },
+        { index: 0, arguments: "{\"a\":", tokens: 1 },
+        { index: 0, arguments: "1}", tokens: 1 },
+      ]);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("embeds through POST /embeddings, vectors in input order", async () => {
+    const server = await fixedServer((req, body, res) => {
+      expect(req.url).toBe("/v1/embeddings");
+      expect(body).toEqual({ model: "m1", input: ["a", "b"], encoding_format: "float" });
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ data: [{ index: 1, embedding: [0.5, 2] }, { index: 0, embedding: [1, -1] }], usage: { prompt_tokens: 4 } }));
+    });
+    try {
+      const e = createOpenAIUpstreamEngine({ kind: "openai-upstream", baseURL: server.url, model: "m1", parallel: 1 });
+      const r = await e.embed!(["a", "b"], new AbortController().signal);
+      expect(r.promptTokens).toBe(4);
+      expect(r.vectors.map((v) => [...v])).toEqual([[1, -1], [0.5, 2]]);
+    } finally {
+      await server.close();
+    }
   });
 });
