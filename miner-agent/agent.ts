@@ -1,4 +1,4 @@
-import type { EmbeddingVector, GatewayFrame, JobSpec, TokenLogprob, ToolCallDelta } from "../protocol/index.ts";
+import type { EmbeddingVector, GatewayFrame, JobSpec, TokenLogprob, ToolCallDelta, Usage } from "../protocol/index.ts";
 import type { ResolvedConfig } from "./config.ts";
 import { GatewayConnection } from "./connection.ts";
 import { createEngine, type Engine } from "./engines/index.ts";
@@ -137,7 +137,7 @@ export class MinerAgent {
     this.jobs.set(id, job);
     inst.active++;
     let outcome = "ok";
-    let usage = { promptTokens: 0, completionTokens: 0 };
+    let usage: Usage = { promptTokens: 0, completionTokens: 0 };
     try {
       if (spec.kind === "completion" && spec.embedding) {
         usage = await this.embed(job, spec.embedding.input);
@@ -157,6 +157,7 @@ export class MinerAgent {
         },
       });
       usage = { promptTokens: result.promptTokens, completionTokens: result.completionTokens };
+      if (result.cachedPromptTokens !== undefined) usage.cachedPromptTokens = result.cachedPromptTokens;
       if (job.abort.signal.aborted) {
         outcome = "cancelled";
         return;

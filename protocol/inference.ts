@@ -114,6 +114,8 @@ export type FinishReason = z.infer<typeof FinishReason>;
 export const Usage = z.object({
   promptTokens: z.int().nonnegative(),
   completionTokens: z.int().nonnegative(),
+  /** Prompt tokens served from the engine's prefix cache, when the engine knows (v1 addition). */
+  cachedPromptTokens: z.int().nonnegative().optional(),
 });
 export type Usage = z.infer<typeof Usage>;
 

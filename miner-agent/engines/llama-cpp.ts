@@ -90,7 +90,8 @@ class LlamaCppEngine implements Engine {
       // At max_tokens count every sampled token; on a stop, the tokens up to and including it.
       const delivered = stream.consumedTokens + toolTokens;
       const completionTokens = finishReason === "length" ? Math.max(delivered, outcome.generated) : delivered;
-      return { finishReason, promptTokens, completionTokens };
+      // Every job starts from a cleared sequence: no prompt token comes from a cache.
+      return { finishReason, promptTokens, completionTokens, cachedPromptTokens: 0 };
     } catch (err) {
       if (hooks.signal.aborted) throw abortError();
       if (err instanceof EngineError) throw err;

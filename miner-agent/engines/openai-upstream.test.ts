@@ -274,7 +274,7 @@ describe("openai-upstream engine: tools, logprobs, response_format, embeddings",
         { choices: [{ delta: { tool_calls: [{ index: 0, id: "call_9", type: "function", function: { name: "f", arguments: "" } }] }, finish_reason: null }] },
         { choices: [{ delta: { tool_calls: [{ index: 0, function: { arguments: "{\"a\":" } }] }, finish_reason: null }] },
         { choices: [{ delta: { tool_calls: [{ index: 0, function: { arguments: "1}" } }] }, finish_reason: "tool_calls" }] },
-        { choices: [], usage: { prompt_tokens: 9, completion_tokens: 6 } },
+        { choices: [], usage: { prompt_tokens: 9, completion_tokens: 6, prompt_tokens_details: { cached_tokens: 4 } } },
       ]));
     });
     try {
@@ -284,7 +284,7 @@ describe("openai-upstream engine: tools, logprobs, response_format, embeddings",
         { kind: "chat", messages: [{ role: "user", content: "x" }], params: { maxTokens: 9, logprobs: { top: 1 } }, tools: [{ name: "f" }] },
         { onDelta: (text, tokens, logprobs) => deltas.push({ text, tokens, logprobs }), onToolCall: (d, tokens) => deltas.push({ ...d, tokens }), signal: new AbortController().signal },
       );
-      expect(result).toEqual({ finishReason: "tool_calls", promptTokens: 9, completionTokens: 6 });
+      expect(result).toEqual({ finishReason: "tool_calls", promptTokens: 9, completionTokens: 6, cachedPromptTokens: 4 });
       expect(deltas).toEqual([
         { text: "Hi", tokens: 1, logprobs: [{ token: "Hi", logprob: -0.5, bytes: [72, 105], top: [{ token: "Hi", logprob: -0.5, bytes: [72, 105] }] }] },
         { index: 0, id: "call_9", name: "f", arguments: "", tokens: 1 },

@@ -7,7 +7,11 @@ const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 /** After `[DONE]` the body is drained (so the connection is reused) for at most this long. */
 const DRAIN_GRACE_MS = 1_000;
 
-const UsageSchema = z.object({ prompt_tokens: z.int().nonnegative(), completion_tokens: z.int().nonnegative() });
+const UsageSchema = z.object({
+  prompt_tokens: z.int().nonnegative(),
+  completion_tokens: z.int().nonnegative(),
+  prompt_tokens_details: z.object({ cached_tokens: z.int().nonnegative().nullish() }).nullish(),
+});
 const FinishSchema = z.string().nullish();
 const TopLogprob = z.object({ token: z.string(), logprob: z.number(), bytes: z.array(z.int()).nullish() });
 const ChatLogprobs = z.object({ content: z.array(TopLogprob.extend({ top_logprobs: z.array(TopLogprob).nullish() })).nullish() }).nullish();
@@ -224,6 +228,7 @@ class Generation {
       finishReason: mapFinish(this.finish ?? "stop"),
       promptTokens: this.usage?.prompt_tokens ?? estimatePromptTokens(this.spec),
       completionTokens: this.usage?.completion_tokens ?? this.contentChunks,
+      ...(this.usage?.prompt_tokens_details?.cached_tokens != null ? { cachedPromptTokens: this.usage.prompt_tokens_details.cached_tokens } : {}),
     };
   }
 

@@ -54,6 +54,8 @@ export interface GenerateResult {
   /** Tokens of the whole rendered prompt (not only the part that missed the KV cache). */
   promptTokens: number;
   completionTokens: number;
+  /** Of `promptTokens`, those served from the engine's prefix cache, when the engine knows. */
+  cachedPromptTokens?: number;
 }
 
 export interface EmbedResult {

@@ -78,6 +78,8 @@ describe("chat request fields", () => {
   it("n=1, user, seed, stop and stream_options are accepted; n>1 is refused with param n", async () => {
     const r = await chat({ n: 1, user: "user-1234", seed: 5, stop: ["zzz"] });
     expect(r.choices).toHaveLength(1);
+    // llama.cpp starts every job from a cleared sequence: it knows no prompt token was cached.
+    expect(r.usage!.prompt_tokens_details).toEqual({ cached_tokens: 0 });
     const n2 = await badRequest({ messages, n: 2 });
     expect([n2.status, n2.error.param]).toEqual([400, "n"]);
   });

@@ -158,7 +158,9 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
     if (ev?.type === "done") {
       tally.done(ev);
       send(sseEvent(streamChunk(meta, {}, ev.finishReason)));
-      if (meta.includeUsage) send(sseEvent(usageChunk(meta, usageBody(opts.billedPrompt(tally.promptTokens ?? 0), tally.delivered))));
+      if (meta.includeUsage) {
+        send(sseEvent(usageChunk(meta, usageBody(opts.billedPrompt(tally.promptTokens ?? 0), tally.delivered, ev.usage.cachedPromptTokens))));
+      }
       tally.end({ outcome: "ok", errorCode: null, finishReason: ev.finishReason });
     } else {
       const err = failure(ev);
@@ -206,7 +208,7 @@ export async function relayComplete(opts: RelayOptions): Promise<Response> {
   }
   tally.done(ev);
   tally.end({ outcome: "ok", errorCode: null, finishReason: ev.finishReason });
-  const usage = usageBody(opts.billedPrompt(tally.promptTokens ?? 0), tally.delivered);
+  const usage = usageBody(opts.billedPrompt(tally.promptTokens ?? 0), tally.delivered, ev.usage.cachedPromptTokens);
   const body = completeBody(meta, { text, finish: ev.finishReason, usage, toolCalls: toolCalls.all, logprobs });
   return new Response(JSON.stringify(body), { headers: { ...opts.headers, "content-type": "application/json" } });
 }

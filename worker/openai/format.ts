@@ -8,6 +8,7 @@ export interface UsageBody {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  prompt_tokens_details?: { cached_tokens: number };
 }
 
 export interface ResponseMeta {
@@ -18,8 +19,11 @@ export interface ResponseMeta {
   includeUsage: boolean;
 }
 
-export function usageBody(promptTokens: number, completionTokens: number): UsageBody {
-  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+/** The usage object; `prompt_tokens_details.cached_tokens` only when the engine reported it. */
+export function usageBody(promptTokens: number, completionTokens: number, cachedTokens?: number): UsageBody {
+  const usage: UsageBody = { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+  if (cachedTokens !== undefined) usage.prompt_tokens_details = { cached_tokens: Math.min(cachedTokens, promptTokens) };
+  return usage;
 }
 
 export function newResponseId(endpoint: Endpoint): string {
