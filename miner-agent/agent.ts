@@ -24,8 +24,9 @@ interface RunningJob {
   pendingToolCalls: ToolCallDelta[];
   pendingLogprobs: TokenLogprob[];
   sentTokens: number;
-  /** The prompt's token count, sent with the first chunk. */
+  /** The prompt's token count (and logprobs, when asked for), sent with the first chunk. */
   promptTokens: number | undefined;
+  promptLogprobs: TokenLogprob[] | undefined;
   flushScheduled: boolean;
 }
 
@@ -132,6 +133,7 @@ export class MinerAgent {
       pendingLogprobs: [],
       sentTokens: 0,
       promptTokens: undefined,
+      promptLogprobs: undefined,
       flushScheduled: false,
     };
     this.jobs.set(id, job);
@@ -154,6 +156,9 @@ export class MinerAgent {
         onToolCall: (delta, tokens) => this.onToolCall(job, delta, tokens),
         onPrompt: (n) => {
           job.promptTokens = n;
+        },
+        onPromptLogprobs: (logprobs) => {
+          job.promptLogprobs = logprobs;
         },
       });
       usage = { promptTokens: result.promptTokens, completionTokens: result.completionTokens };
@@ -269,7 +274,9 @@ export class MinerAgent {
   /** Send what is pending as one chunk frame. */
   private flush(job: RunningJob): void {
     if (job.pendingTokens === 0 || job.abort.signal.aborted) return;
-    const first = job.sentTokens === 0 && job.promptTokens !== undefined ? { promptTokens: job.promptTokens } : {};
+    const first = job.sentTokens === 0
+      ? { ...(job.promptTokens !== undefined ? { promptTokens: job.promptTokens } : {}), ...(job.promptLogprobs ? { promptLogprobs: job.promptLogprobs } : {}) }
+      : {};
     const toolCalls = job.pendingToolCalls.length > 0 ? { toolCalls: job.pendingToolCalls } : {};
     const logprobs = job.pendingLogprobs.length > 0 ? { logprobs: job.pendingLogprobs } : {};
     this.conn.send({ type: "chunk", id: job.id, text: job.pendingText, tokens: job.pendingTokens, ...first, ...toolCalls, ...logprobs });

@@ -35,8 +35,11 @@ export const SamplingParams = z.object({
   repetitionPenalty: z.number().gt(0).max(2).optional(),
   /** Token id (as a decimal string) -> bias added to its logit, -100..100 (-100 bans, 100 forces). */
   logitBias: z.record(z.string().regex(/^\d+$/), z.number().min(-100).max(100)).optional(),
-  /** Report the log probability of each generated token, with this many alternatives (0..20). */
-  logprobs: z.object({ top: z.int().min(0).max(MAX_TOP_LOGPROBS) }).optional(),
+  /**
+   * Report the log probability of each generated token, with this many alternatives (0..20);
+   * `prompt`: also of each prompt token (legacy completions with `echo`), in the first chunk.
+   */
+  logprobs: z.object({ top: z.int().min(0).max(MAX_TOP_LOGPROBS), prompt: z.boolean().optional() }).optional(),
 });
 export type SamplingParams = z.infer<typeof SamplingParams>;
 
@@ -122,7 +125,8 @@ export type Usage = z.infer<typeof Usage>;
 /** Log probability of one token (OpenAI `logprobs.content[]` without the gateway's formatting). */
 export const TokenLogprob = z.object({
   token: z.string(),
-  logprob: z.number(),
+  /** null only for a prompt's first token, which nothing precedes. */
+  logprob: z.number().nullable(),
   /** UTF-8 bytes of the token (a token may hold part of a character). */
   bytes: z.array(z.int().min(0).max(255)),
   top: z.array(z.object({ token: z.string(), logprob: z.number(), bytes: z.array(z.int().min(0).max(255)) })).max(MAX_TOP_LOGPROBS),

@@ -56,6 +56,8 @@ export const JobChunk = z.object({
   toolCalls: z.array(ToolCallDelta).max(1024).optional(),
   /** One entry per generated text token, in order. */
   logprobs: z.array(TokenLogprob).optional(),
+  /** Jobs that asked for the prompt's logprobs: one entry per prompt token, in the first chunk. */
+  promptLogprobs: z.array(TokenLogprob).optional(),
   /** Embedding jobs: vectors (text is empty; `tokens` is the inputs' prompt tokens). */
   embeddings: z.array(EmbeddingVector).max(MAX_EMBEDDING_INPUTS).optional(),
 });

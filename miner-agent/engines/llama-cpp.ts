@@ -12,11 +12,11 @@ import type {
   LlamaModel,
   Token,
 } from "node-llama-cpp";
-import type { ChatJobSpec, FinishReason, JobSpec, ResponseFormat, SamplingParams } from "../../protocol/index.ts";
+import type { ChatJobSpec, FinishReason, JobSpec, ResponseFormat, SamplingParams, TokenLogprob } from "../../protocol/index.ts";
 import { DeltaStream } from "./delta-stream.ts";
 import { functionsOf, grammarSchema, newToolCallId, parametersSchema, toChatHistory } from "./llama-chat-history.ts";
 import { abortError, generateTokens, TrailingWhitespace } from "./llama-loop.ts";
-import { samplingOf } from "./llama-sampling.ts";
+import { samplingOf, tokenLogprob } from "./llama-sampling.ts";
 import { EngineError } from "./types.ts";
 import type { EmbedResult, Engine, GenerateHooks, GenerateResult, LlamaCppEngineConfig } from "./types.ts";
 
@@ -329,13 +329,41 @@ class LlamaCppEngine implements Engine {
     const tokens = this.tokenizePrompt(prompt);
     const maxTokens = this.budget(sequence, tokens.length, params.maxTokens);
     hooks.onPrompt?.(tokens.length);
-    const outcome = await generateTokens(this.model, sequence, tokens, {
+    // With prompt logprobs, all but the last prompt token are evaluated here (with each next
+    // token's probabilities); generation then starts from the last one.
+    const input = params.logprobs?.prompt ? await this.promptLogprobs(sequence, tokens, params.logprobs.top, hooks) : tokens;
+    const outcome = await generateTokens(this.model, sequence, input, {
       params,
       maxTokens,
       signal: hooks.signal,
+      context: tokens,
       onPiece: (text, n, lp) => stream.push(text, n, lp),
     });
     return { promptTokens: tokens.length, outcome };
+  }
+
+  /**
+   * The log probability of each prompt text token given the ones before it (the first, with
+   * nothing before it, has none). Evaluates all but the last prompt token; returns the rest.
+   */
+  private async promptLogprobs(sequence: LlamaContextSequence, tokens: Token[], top: number, hooks: GenerateHooks): Promise<Token[]> {
+    const bos = this.model.tokens.bos;
+    const first = tokens[0] === bos ? 1 : 0; // BOS is not text
+    const outputs = tokens.length > 1
+      ? await sequence.controlledEvaluate(tokens.slice(0, -1).map((t) => [t, { generateNext: { probabilities: true } }]))
+      : [];
+    const logprobs: TokenLogprob[] = [];
+    for (let i = first; i < tokens.length; i++) {
+      const context = tokens.slice(first, i);
+      const probabilities = i > 0 ? outputs[i - 1]?.next.probabilities : undefined;
+      if (probabilities) logprobs.push(tokenLogprob(this.model, tokens[i]!, probabilities, top, context));
+      else {
+        const text = this.model.detokenize([tokens[i]!], false, context);
+        logprobs.push({ token: text, logprob: null, bytes: [...new TextEncoder().encode(text)], top: [] });
+      }
+    }
+    hooks.onPromptLogprobs?.(logprobs);
+    return tokens.slice(-1);
   }
 
   /** Prompt text is plain text (special-token syntax in it is not parsed), with BOS when the model wants one. */

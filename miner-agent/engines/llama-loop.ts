@@ -28,6 +28,8 @@ export interface LoopOptions {
    * prompt, as node-llama-cpp's LlamaChat decodes it); false continues the prompt's text.
    */
   freshText?: boolean;
+  /** The tokens before the generated text when `input` is only the prompt's tail (detokenizing). */
+  context?: Token[];
   /**
    * Receives each decoded piece (whole characters) with its token count and, when asked for,
    * logprobs. Returns true to end generation.
@@ -53,7 +55,7 @@ export async function generateTokens(model: LlamaModel, sequence: LlamaContextSe
   const grammar = opts.grammar;
   const grammarEvaluationState = grammar === undefined ? undefined
     : typeof grammar === "function" ? grammar : new LlamaGrammarEvaluationState({ model, grammar });
-  let recent = opts.freshText ? [] : input.slice(-DETOKENIZE_CONTEXT_TOKENS);
+  let recent = opts.freshText ? [] : (opts.context ?? input).slice(-DETOKENIZE_CONTEXT_TOKENS);
   let pending: Token[] = [];
   let pendingLogprobs: TokenLogprob[] | undefined = top === undefined ? undefined : [];
   let finishReason: LoopResult["finishReason"] = "length";

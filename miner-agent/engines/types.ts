@@ -43,6 +43,8 @@ export interface GenerateHooks {
    * its id and name; `tokens` is what the piece took to generate (>= 1).
    */
   onToolCall?(delta: ToolCallDelta, tokens: number): void;
+  /** Jobs that asked for the prompt's logprobs: called once, before the first delta. */
+  onPromptLogprobs?(logprobs: TokenLogprob[]): void;
   /** Called once, before the first delta, with the rendered prompt's token count, when known. */
   onPrompt?(promptTokens: number): void;
   /** Aborted when the client went away or the gateway cancelled the job. */

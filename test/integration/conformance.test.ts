@@ -356,6 +356,33 @@ describe("legacy completions", () => {
     expect(text).toBe(echoed.choices[0]!.text);
   });
 
+  it("echo with logprobs: the prompt's tokens first (each given those before it and BOS), then the completion's", async () => {
+    const plain = await client.completions.create({ model, prompt: "The cat sat", max_tokens: 4, temperature: 0, logprobs: 1 });
+    const r = await client.completions.create({ model, prompt: "The cat sat", max_tokens: 4, temperature: 0, logprobs: 1, echo: true });
+    const text = r.choices[0]!.text;
+    expect(text).toBe(`The cat sat${plain.choices[0]!.text}`);
+    const lp = r.choices[0]!.logprobs!;
+    expect(lp.tokens!.join("")).toBe(text);
+    // The tiny model has a BOS token, so even the first prompt token has a logprob (a model
+    // without one reports null there, as OpenAI does).
+    const n = lp.tokens!.length;
+    expect(n).toBeGreaterThan(4);
+    expect(lp.token_logprobs!.every((l) => typeof l === "number" && l <= 0)).toBe(true);
+    expect(lp.top_logprobs!.every((m) => Object.keys(m).length === 1)).toBe(true);
+    // The completion's part is what logprobs without echo report.
+    expect(lp.tokens!.slice(n - 4)).toEqual(plain.choices[0]!.logprobs!.tokens);
+    expect(lp.token_logprobs!.slice(n - 4)).toEqual(plain.choices[0]!.logprobs!.token_logprobs);
+    let offset = 0;
+    lp.tokens!.forEach((t, i) => {
+      expect(lp.text_offset![i]).toBe(offset);
+      offset += t.length;
+    });
+    const stream = await client.completions.create({ model, prompt: "The cat sat", max_tokens: 4, temperature: 0, logprobs: 1, echo: true, stream: true });
+    const streamed: (string | undefined)[] = [];
+    for await (const chunk of stream) streamed.push(...(chunk.choices[0]?.logprobs?.tokens ?? []));
+    expect(streamed).toEqual(lp.tokens);
+  });
+
   it("a one-element prompt array works; longer arrays are refused (n=1)", async () => {
     const r = await client.completions.create({ model, prompt: ["The cat"], max_tokens: 3, temperature: 0 });
     expect(r.choices).toHaveLength(1);

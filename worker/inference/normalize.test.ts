@@ -188,7 +188,9 @@ describe("normalizeCompletion", () => {
     expect(a.spec).toEqual({ kind: "completion", prompt: "hi", params: { maxTokens: 16 } });
     expect(b.spec).toEqual(a.spec);
     expect(apiError(() => normalizeCompletion({ model: "m", prompt: ["a", "b"] }, chute)).param).toBe("prompt");
-    expect(apiError(() => normalizeCompletion({ model: "m", prompt: "a", echo: true, logprobs: 2 }, chute)).param).toBe("echo");
+    const upstream: ChuteRecord = { ...chute, engine: "openai-upstream" };
+    expect(apiError(() => normalizeCompletion({ model: "m", prompt: "a", echo: true, logprobs: 2 }, upstream)).param).toBe("echo");
+    expect(normalizeCompletion({ model: "m", prompt: "a", echo: true, logprobs: 2 }, chute).spec.params.logprobs).toEqual({ top: 2, prompt: true });
     expect(apiError(() => normalizeCompletion({ model: "m", prompt: "a", logprobs: 6 }, chute)).param).toBe("logprobs");
   });
 

@@ -177,9 +177,10 @@ export function normalizeCompletion(body: unknown, chute: ChuteRecord): Normaliz
   if (given(req.logprobs)) {
     requireFeature(chute, "logprobs", "logprobs");
     params.logprobs = { top: req.logprobs };
-  }
-  if (req.echo === true && given(req.logprobs)) {
-    refuse("'echo' together with 'logprobs' (log probabilities of the prompt) is not supported.", "echo");
+    if (req.echo === true) {
+      if (!capabilitiesOf(chute).promptLogprobs) refuse(`'echo' with 'logprobs' (the prompt's log probabilities) is not supported by model '${chute.name}'.`, "echo");
+      params.logprobs.prompt = true;
+    }
   }
   return {
     endpoint: "completion",

@@ -145,7 +145,8 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
   const pump = async () => {
     const chat = meta.endpoint === "chat";
     const echo = opts.echo ?? "";
-    send(sseEvent(streamChunk(meta, chat ? { role: true, text: "" } : { text: echo }, null)));
+    const promptLogprobs = job.first.type === "chunk" ? job.first.promptLogprobs : undefined;
+    send(sseEvent(streamChunk(meta, chat ? { role: true, text: "" } : { text: echo, logprobs: promptLogprobs, textOffset: 0 }, null)));
     let textOffset = echo.length;
     let ev: JobEvent | null = job.first;
     while (ev?.type === "chunk") {
@@ -190,7 +191,7 @@ export async function relayComplete(opts: RelayOptions): Promise<Response> {
   let ev: JobEvent | null = job.first;
   let text = opts.echo ?? "";
   const toolCalls = new ToolCallCollector();
-  let logprobs: NonNullable<ChunkEvent["logprobs"]> | null = null;
+  let logprobs: NonNullable<ChunkEvent["logprobs"]> | null = job.first.type === "chunk" && job.first.promptLogprobs ? [...job.first.promptLogprobs] : null;
   while (ev?.type === "chunk") {
     tally.chunk(billable(ev), false);
     text += ev.text;

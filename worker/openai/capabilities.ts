@@ -24,6 +24,8 @@ export type SamplingParameter =
 export interface Capabilities {
   features: readonly Feature[];
   samplingParameters: readonly SamplingParameter[];
+  /** Log probabilities of prompt tokens (legacy completions with `echo` and `logprobs`). */
+  promptLogprobs: boolean;
   /** JSON schemas are limited to the subset a grammar enforces (protocol/json-schema.ts). */
   grammarSchemas: boolean;
   embeddings: boolean;
@@ -48,6 +50,7 @@ const BY_ENGINE: Record<ChuteRecord["engine"], Capabilities> = {
   "llama-cpp": {
     features: ["tools", "json_mode", "structured_outputs", "logprobs"],
     samplingParameters: ALL_SAMPLING,
+    promptLogprobs: true,
     grammarSchemas: true,
     embeddings: true,
   },
@@ -55,6 +58,8 @@ const BY_ENGINE: Record<ChuteRecord["engine"], Capabilities> = {
   "openai-upstream": {
     features: ["tools", "json_mode", "structured_outputs", "logprobs"],
     samplingParameters: ALL_SAMPLING,
+    // An upstream with `echo` would return the prompt in its text; not relayed yet.
+    promptLogprobs: false,
     grammarSchemas: false,
     embeddings: true,
   },

@@ -70,7 +70,7 @@ export function legacyLogprobs(tokens: readonly TokenLogprob[], textOffset: numb
   return {
     tokens: tokens.map((t) => t.token),
     token_logprobs: tokens.map((t) => t.logprob),
-    top_logprobs: tokens.map((t) => Object.fromEntries(t.top.map((a) => [a.token, a.logprob]))),
+    top_logprobs: tokens.map((t) => (t.logprob === null ? null : Object.fromEntries(t.top.map((a) => [a.token, a.logprob])))),
     text_offset: offsets,
   };
 }
