@@ -1,4 +1,4 @@
-import { getLlama, LlamaChat, LlamaGrammarEvaluationState, LlamaLogLevel, resolveChatWrapper } from "node-llama-cpp";
+import { getLlama, LlamaChat, LlamaLogLevel, resolveChatWrapper } from "node-llama-cpp";
 import type {
   ChatWrapper,
   GbnfJsonSchema,
@@ -14,7 +14,8 @@ import type {
 } from "node-llama-cpp";
 import type { ChatJobSpec, FinishReason, JobSpec, ResponseFormat, SamplingParams, TokenLogprob } from "../../protocol/index.ts";
 import { DeltaStream } from "./delta-stream.ts";
-import { functionsOf, grammarSchema, newToolCallId, parametersSchema, toChatHistory } from "./llama-chat-history.ts";
+import { functionsOf, grammarSchema, newToolCallId, toChatHistory } from "./llama-chat-history.ts";
+import { generateForcedToolCall } from "./llama-tool-call.ts";
 import { abortError, generateTokens, TrailingWhitespace } from "./llama-loop.ts";
 import { samplingOf, tokenLogprob } from "./llama-sampling.ts";
 import { EngineError } from "./types.ts";
@@ -274,55 +275,22 @@ class LlamaCppEngine implements Engine {
     return { promptTokens: tokens.length, outcome };
   }
 
-  /**
-   * A tool call the request requires: with several tools the model first picks the name under
-   * a grammar of the names, then writes the arguments under the tool's parameter schema, each
-   * argument piece streamed as it is sampled.
-   */
+  /** A tool call the request requires (see generateForcedToolCall). */
   private async runForcedToolCall(sequence: LlamaContextSequence, spec: ChatJobSpec, tools: NonNullable<ChatJobSpec["tools"]>, hooks: GenerateHooks): Promise<Run> {
     const { tokens } = this.chatPrompt(spec, true);
     const maxTokens = this.budget(sequence, tokens.length, spec.params.maxTokens);
-    const argumentGrammars = new Map<string, LlamaGrammar>();
-    for (const t of tools) argumentGrammars.set(t.name, await this.grammarFor(parametersSchema(t)));
-    const single = tools.length === 1 ? tools[0]!.name : undefined;
-    const nameGrammar = single ? undefined : await this.grammarFor({ enum: tools.map((t) => t.name) });
-    const stateOf = (name: string) => new LlamaGrammarEvaluationState({ model: this.model, grammar: argumentGrammars.get(name)! });
-    let nameState = nameGrammar ? new LlamaGrammarEvaluationState({ model: this.model, grammar: nameGrammar }) : undefined;
-    let argumentState = single ? stateOf(single) : undefined;
-    let nameText = "";
-    let nameTokens = 0;
-    const header = (name: string, n: number) => hooks.onToolCall?.({ index: 0, id: newToolCallId(), name, arguments: "" }, n);
-    if (single) header(single, 0);
     hooks.onPrompt?.(tokens.length);
-    const trailing = new TrailingWhitespace((text, n) => {
-      hooks.onToolCall?.({ index: 0, arguments: text }, n);
-      return false;
-    });
-    const params: SamplingParams = { ...spec.params };
-    delete params.logprobs;
-    const outcome = await generateTokens(this.model, sequence, tokens, {
-      params,
+    const outcome = await generateForcedToolCall({
+      model: this.model,
+      sequence,
+      input: tokens,
       maxTokens,
-      signal: hooks.signal,
-      freshText: true,
-      grammar: () => nameState ?? argumentState,
-      onPiece: (text, n) => {
-        if (nameState === undefined) return trailing.push(text, n, undefined);
-        nameText += text;
-        nameTokens += n;
-        const name = completeJsonString(nameText);
-        if (name !== null && argumentGrammars.has(name)) {
-          nameState = undefined;
-          argumentState = stateOf(name);
-          header(name, nameTokens);
-        }
-        return false;
-      },
+      params: spec.params,
+      tools,
+      hooks,
+      grammarFor: (schema) => this.grammarFor(schema),
     });
-    const finishReason = outcome.finishReason === "stop" ? "tool_calls" : outcome.finishReason;
-    // Whitespace the grammar allowed after the arguments is dropped but was generated.
-    if (trailing.heldTokens > 0 && argumentState) hooks.onToolCall?.({ index: 0, arguments: "" }, trailing.heldTokens);
-    return { promptTokens: tokens.length, outcome: { finishReason, generated: outcome.generated } };
+    return { promptTokens: tokens.length, outcome };
   }
 
   private async runCompletion(sequence: LlamaContextSequence, prompt: string, params: SamplingParams, stream: DeltaStream, hooks: GenerateHooks): Promise<Run> {
@@ -382,18 +350,6 @@ class LlamaCppEngine implements Engine {
  */
 const compileJsonSchema = (llama: Llama, schema: GbnfJsonSchema): Promise<LlamaGrammar> =>
   (llama.createGrammarForJsonSchema as (schema: GbnfJsonSchema) => Promise<LlamaGrammar>).call(llama, schema);
-
-/** The value of a complete JSON string literal (`"name"`), or null while it is incomplete. */
-function completeJsonString(text: string): string | null {
-  const t = text.trim();
-  if (t.length < 2 || !t.startsWith('"') || !t.endsWith('"') || t.endsWith('\\"')) return null;
-  try {
-    const v: unknown = JSON.parse(t);
-    return typeof v === "string" ? v : null;
-  } catch {
-    return null;
-  }
-}
 
 export async function createLlamaCppEngine(config: LlamaCppEngineConfig): Promise<Engine> {
   if (!Number.isInteger(config.parallel) || config.parallel < 1) throw new Error("llama-cpp: parallel must be >= 1");

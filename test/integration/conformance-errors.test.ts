@@ -16,7 +16,10 @@ const IDLE_CHUTE: SeedChute = { ...TINY_CHUTE, id: "chute-idle", name: "sluice/i
 let gw: Gateway;
 let agent: WebSocket;
 
-/** Answers embedding jobs with one vector too few; never answers a chat that says "stall". */
+/**
+ * Answers embedding jobs with one vector too few, a chat that says "badtool" with a tool-call
+ * piece for a call that never started; never answers a chat that says "stall".
+ */
 function startScriptedAgent(): Promise<WebSocket> {
   const miner = gw.seed.miners[0]!;
   const ws = new WebSocket(`${gw.url.replace(/^http/, "ws")}/v1/miners/connect?miner=${encodeURIComponent(miner.id)}`);
@@ -35,6 +38,9 @@ function startScriptedAgent(): Promise<WebSocket> {
       } else if (frame.type === "job" && frame.spec.kind === "completion" && frame.spec.embedding) {
         send({ type: "chunk", id: frame.id, text: "", tokens: 1, embeddings: [{ index: 0, base64: "AACAPw==" }] });
         send({ type: "done", id: frame.id, finishReason: "stop", usage: { promptTokens: 4, completionTokens: 0 }, timings: { ttftMs: 1, durationMs: 1 } });
+      } else if (frame.type === "job" && frame.spec.kind === "chat" && frame.spec.messages.at(-1)?.content === "badtool") {
+        send({ type: "chunk", id: frame.id, text: "", tokens: 1, promptTokens: 5, toolCalls: [{ index: 0, arguments: "{}" }] });
+        send({ type: "done", id: frame.id, finishReason: "tool_calls", usage: { promptTokens: 5, completionTokens: 1 }, timings: { ttftMs: 1, durationMs: 1 } });
       }
     });
   });
@@ -118,6 +124,20 @@ describe("error statuses", () => {
     await expect
       .poll(() => gw.db.prepare("SELECT outcome, error_code, cost_nano FROM invocations WHERE endpoint = 'embedding'").first())
       .toEqual({ outcome: "error", error_code: "bad_upstream_response", cost_nano: 0 });
+  });
+
+  it("502 when the miner's tool-call pieces are out of order; streamed, an error chunk ends the stream", async () => {
+    const body = chat({ messages: [{ role: "user", content: "badtool" }], tools: [{ type: "function", function: { name: "f" } }], tool_choice: "required" });
+    expect(await call("/chat/completions", body)).toMatchObject({ status: 502, error: { code: "bad_upstream_response" } });
+    const res = await fetch(`${gw.baseURL}/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${gw.seed.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ ...body, stream: true }),
+    });
+    const text = await res.text();
+    expect(text).not.toContain("tool_calls\":[");
+    expect(text).toContain('"finish_reason":"error"');
+    expect(text).toContain('"code":"bad_upstream_response"');
   });
 
   it("503 with Retry-After when no miner serves the model", async () => {

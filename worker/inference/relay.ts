@@ -107,6 +107,28 @@ class Tally {
   }
 }
 
+/**
+ * Never trust a frame: a call's first piece must carry its id and name (once), calls must come
+ * in index order, and no piece may belong to a call that has not started. Anything else is an
+ * invalid miner response (the official clients' stream helpers would fail on it).
+ */
+class ToolCallOrder {
+  private started = 0;
+
+  accepts(ev: ChunkEvent): boolean {
+    for (const d of ev.toolCalls ?? []) {
+      const header = d.id !== undefined || d.name !== undefined;
+      if (header ? d.id === undefined || d.name === undefined || d.index !== this.started : d.index >= this.started) return false;
+      if (header) this.started++;
+    }
+    return true;
+  }
+
+  invalid(ev: ChunkEvent): Extract<JobEvent, { type: "error" }> {
+    return { type: "error", id: ev.id, code: "bad_upstream_response", message: "The miner sent an invalid response (tool call pieces out of order).", retryable: false };
+  }
+}
+
 function failure(ev: Extract<JobEvent, { type: "error" }> | null): { code: keyof typeof ERROR_CODES; message: string } {
   return ev ?? { code: "miner_disconnected", message: "The miner stopped answering during the request." };
 }
@@ -149,7 +171,12 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
     send(sseEvent(streamChunk(meta, chat ? { role: true, text: "" } : { text: echo, logprobs: promptLogprobs, textOffset: 0 }, null)));
     let textOffset = echo.length;
     let ev: JobEvent | null = job.first;
+    const calls = new ToolCallOrder();
     while (ev?.type === "chunk") {
+      if (!calls.accepts(ev)) {
+        ev = calls.invalid(ev);
+        break;
+      }
       tally.chunk(billable(ev), false);
       send(sseEvent(streamChunk(meta, { text: ev.text || (ev.toolCalls?.length ? null : ""), toolCalls: ev.toolCalls, logprobs: ev.logprobs, textOffset }, null)));
       textOffset += ev.text.length;
@@ -192,7 +219,12 @@ export async function relayComplete(opts: RelayOptions): Promise<Response> {
   let text = opts.echo ?? "";
   const toolCalls = new ToolCallCollector();
   let logprobs: NonNullable<ChunkEvent["logprobs"]> | null = job.first.type === "chunk" && job.first.promptLogprobs ? [...job.first.promptLogprobs] : null;
+  const calls = new ToolCallOrder();
   while (ev?.type === "chunk") {
+    if (!calls.accepts(ev)) {
+      ev = calls.invalid(ev);
+      break;
+    }
     tally.chunk(billable(ev), false);
     text += ev.text;
     if (ev.toolCalls) toolCalls.add(ev.toolCalls);
