@@ -133,6 +133,10 @@ class LlamaCppEngine implements Engine {
     if (spec.kind === "completion") return this.runCompletion(sequence, spec.prompt, spec.params, stream, hooks);
     const forced = forcedTools(spec);
     if (forced) return this.runForcedToolCall(sequence, spec, forced, hooks);
+    if (spec.tools && spec.toolChoice !== "none" && (spec.responseFormat || spec.params.logprobs)) {
+      // LlamaChat's function calling takes no grammar of ours and reports no probabilities.
+      throw new EngineError("tools the model may call cannot be combined with response_format or logprobs", false, "invalid_request");
+    }
     if (spec.params.logprobs) return this.runChatWithLogprobs(sequence, spec, stream, hooks);
     return this.runChat(sequence, spec, stream, hooks);
   }

@@ -170,6 +170,8 @@ describe("normalizeChat", () => {
         { model: "m", messages: [{ role: "user", content: "x" }], response_format: { type: "json_schema", json_schema: { name: "s", schema: { type: "object", properties: { n: { type: "integer", minimum: 3 } } } } } },
         "response_format.json_schema.schema",
       ],
+      [{ ...withTools, logprobs: true }, "logprobs"],
+      [{ ...withTools, tool_choice: "auto", response_format: { type: "json_object" } }, "response_format"],
       [{ model: "m", messages: [{ role: "assistant", content: "x" }] }, "messages"],
     ];
     for (const [body, param] of cases) {

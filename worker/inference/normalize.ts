@@ -84,6 +84,11 @@ export function normalizeChat(body: unknown, chute: ChuteRecord): NormalizedRequ
   if (spec.toolChoice !== undefined && spec.toolChoice !== "none" && spec.toolChoice !== "auto" && responseFormat) {
     refuse("'response_format' cannot be combined with a 'tool_choice' that forces a tool call.", "response_format");
   }
+  const modelMayCall = spec.tools !== undefined && (spec.toolChoice === undefined || spec.toolChoice === "auto");
+  if (modelMayCall && !capabilitiesOf(chute).toolsWithLogprobsOrFormat && (responseFormat || params.logprobs)) {
+    const param = responseFormat ? "response_format" : "logprobs";
+    refuse(`Model '${chute.name}' cannot combine '${param}' with tools the model may choose to call (tool_choice auto); use tool_choice 'required', a named function or 'none'.`, param);
+  }
   return {
     endpoint: "chat",
     model: req.model,

@@ -24,6 +24,11 @@ export type SamplingParameter =
 export interface Capabilities {
   features: readonly Feature[];
   samplingParameters: readonly SamplingParameter[];
+  /**
+   * Whether a request that lets the model choose to call a tool (`tool_choice` auto) may also
+   * ask for logprobs or a response_format.
+   */
+  toolsWithLogprobsOrFormat: boolean;
   /** Log probabilities of prompt tokens (legacy completions with `echo` and `logprobs`). */
   promptLogprobs: boolean;
   /** JSON schemas are limited to the subset a grammar enforces (protocol/json-schema.ts). */
@@ -50,6 +55,9 @@ const BY_ENGINE: Record<ChuteRecord["engine"], Capabilities> = {
   "llama-cpp": {
     features: ["tools", "json_mode", "structured_outputs", "logprobs"],
     samplingParameters: ALL_SAMPLING,
+    // node-llama-cpp's function calling (LlamaChat) reports no token probabilities and takes
+    // no grammar of ours.
+    toolsWithLogprobsOrFormat: false,
     promptLogprobs: true,
     grammarSchemas: true,
     embeddings: true,
@@ -58,6 +66,7 @@ const BY_ENGINE: Record<ChuteRecord["engine"], Capabilities> = {
   "openai-upstream": {
     features: ["tools", "json_mode", "structured_outputs", "logprobs"],
     samplingParameters: ALL_SAMPLING,
+    toolsWithLogprobsOrFormat: true,
     // An upstream with `echo` would return the prompt in its text; not relayed yet.
     promptLogprobs: false,
     grammarSchemas: false,
