@@ -25,6 +25,37 @@ describe("wire protocol", () => {
     expect(r.ok === false && r.error).toMatch(/finishReason/);
   });
 
+  it("v1 additions are optional: old frames parse as before, new ones carry tool calls, logprobs, embeddings", () => {
+    const toolChunk = parseAgentFrame(
+      JSON.stringify({
+        type: "chunk", id: "j", text: "", tokens: 3,
+        toolCalls: [{ index: 0, id: "call_1", name: "f", arguments: "" }, { index: 0, arguments: "{}" }],
+        logprobs: [{ token: "a", logprob: -0.5, bytes: [97], top: [] }],
+      }),
+    );
+    expect(toolChunk.ok).toBe(true);
+    const embeddings = parseAgentFrame(JSON.stringify({ type: "chunk", id: "j", text: "", tokens: 1, embeddings: [{ index: 0, base64: "AACAPw==" }] }));
+    expect(embeddings.ok).toBe(true);
+    const done = parseAgentFrame(
+      JSON.stringify({ type: "done", id: "j", finishReason: "tool_calls", usage: { promptTokens: 1, completionTokens: 2, cachedPromptTokens: 0 }, timings: { ttftMs: 1, durationMs: 2 } }),
+    );
+    expect(done.ok).toBe(true);
+    const job = parseGatewayFrame(
+      JSON.stringify({
+        type: "job", id: "j", instanceId: "i",
+        spec: {
+          kind: "chat", messages: [{ role: "user", content: "x" }],
+          params: { maxTokens: 4, topK: 2, logprobs: { top: 1 } },
+          tools: [{ name: "f" }], toolChoice: { name: "f" }, responseFormat: { type: "json_object" },
+        },
+      }),
+    );
+    expect(job.ok).toBe(true);
+    // Bad values in the new fields are refused like any other.
+    expect(parseAgentFrame(JSON.stringify({ type: "chunk", id: "j", text: "", tokens: 1, embeddings: [{ index: 0, base64: "not base64!" }] })).ok).toBe(false);
+    expect(parseGatewayFrame(JSON.stringify({ type: "job", id: "j", instanceId: "i", spec: { kind: "chat", messages: [{ role: "user", content: "x" }], params: { maxTokens: 1, logprobs: { top: 21 } } } })).ok).toBe(false);
+  });
+
   it("refuses frames over the size bound", () => {
     const big = JSON.stringify({ type: "chunk", id: "j", text: "x".repeat(MAX_FRAME_BYTES), tokens: 1 });
     expect(parseAgentFrame(big)).toEqual({ ok: false, error: "frame too large" });
