@@ -112,8 +112,8 @@ class LlamaCppEngine implements Engine {
       if (signal.aborted) throw abortError();
       const tokens = this.model.tokenize(text);
       promptTokens += tokens.length;
-      if (tokens.length > this.config.contextSize) {
-        throw new EngineError(`input of ${tokens.length} tokens is longer than the ${this.config.contextSize}-token context`, false, "invalid_request");
+      if (tokens.length >= this.config.contextSize) {
+        throw new EngineError(`input of ${tokens.length} tokens does not fit the ${this.config.contextSize}-token context`, false, "invalid_request");
       }
       vectors.push(Float32Array.from((await context.getEmbeddingFor(tokens)).vector));
     }

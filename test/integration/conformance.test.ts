@@ -454,6 +454,10 @@ describe("embeddings", () => {
       const r = await badRequest(body, "/embeddings");
       expect([r.status, r.error.param], JSON.stringify(body)).toEqual([400, param]);
     }
+    // Longer than the context: the engine refuses it, and the gateway answers 400 (not retried).
+    const long = await badRequest({ input: "cat ".repeat(TINY_CHUTE.contextLength + 10) }, "/embeddings");
+    expect([long.status, long.error.code]).toEqual([400, "invalid_request"]);
+    expect(long.error.message).toMatch(/does not fit/);
   });
 });
 
