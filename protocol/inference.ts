@@ -63,6 +63,8 @@ export const ChatMessage = z.object({
   toolCalls: z.array(ToolCall).optional(),
   /** Tool turns: which call this is the result of. */
   toolCallId: z.string().optional(),
+  /** The participant's name (OpenAI `name`): forwarded upstream; llama.cpp's chat templates have no place for it. */
+  name: z.string().max(256).optional(),
 });
 export type ChatMessage = z.infer<typeof ChatMessage>;
 

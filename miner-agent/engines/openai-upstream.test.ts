@@ -234,7 +234,7 @@ describe("openai-upstream engine: tools, logprobs, response_format, embeddings",
         {
           kind: "chat",
           messages: [
-            { role: "user", content: "weather?" },
+            { role: "user", content: "weather?", name: "alice" },
             { role: "assistant", content: "", toolCalls: [{ id: "call_1", name: "get_weather", arguments: "{}" }] },
             { role: "tool", content: "sunny", toolCallId: "call_1" },
           ],
@@ -253,7 +253,7 @@ describe("openai-upstream engine: tools, logprobs, response_format, embeddings",
       model: "m1", stream: true, stream_options: { include_usage: true }, max_tokens: 3,
       top_k: 5, min_p: 0.1, presence_penalty: 0.5, frequency_penalty: 0.25, repetition_penalty: 1.1, logit_bias: { "7": -100 },
       messages: [
-        { role: "user", content: "weather?" },
+        { role: "user", content: "weather?", name: "alice" },
         { role: "assistant", content: null, tool_calls: [{ id: "call_1", type: "function", function: { name: "get_weather", arguments: "{}" } }] },
         { role: "tool", content: "sunny", tool_call_id: "call_1" },
       ],

@@ -95,7 +95,7 @@ function openAIMessage(m: ChatMessage): Record<string, unknown> {
       tool_calls: m.toolCalls.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } })),
     };
   }
-  return { role: m.role, content: m.content };
+  return { role: m.role, content: m.content, ...(m.name !== undefined ? { name: m.name } : {}) };
 }
 
 /** The upstream request: every job parameter forwarded under its OpenAI name (unset ones are left out). */

@@ -83,7 +83,7 @@ describe("normalizeChat", () => {
       {
         ...withTools,
         messages: [
-          { role: "user", content: "weather?" },
+          { role: "user", content: "weather?", name: "alice" },
           { role: "assistant", content: null, tool_calls: [{ id: "call_1", type: "function", function: { name: "get_weather", arguments: "{}" } }] },
           { role: "tool", tool_call_id: "call_1", content: [{ type: "text", text: "sunny" }] },
           { role: "user", content: "thanks" },
@@ -106,7 +106,7 @@ describe("normalizeChat", () => {
     expect(r.spec).toEqual({
       kind: "chat",
       messages: [
-        { role: "user", content: "weather?" },
+        { role: "user", content: "weather?", name: "alice" },
         { role: "assistant", content: "", toolCalls: [{ id: "call_1", name: "get_weather", arguments: "{}" }] },
         { role: "tool", content: "sunny", toolCallId: "call_1" },
         { role: "user", content: "thanks" },

@@ -117,7 +117,7 @@ function chatMessages(bodies: readonly ChatMessageBody[]): ChatMessage[] {
     if (m.role === "assistant" && m.tool_calls?.length) {
       for (const c of m.tool_calls) callIds.add(c.id);
       const toolCalls = m.tool_calls.map((c) => ({ id: c.id, name: c.function.name, arguments: c.function.arguments }));
-      return { role: "assistant", content: textOf(m.content), toolCalls };
+      return { role: "assistant", content: textOf(m.content), toolCalls, ...(m.name !== undefined ? { name: m.name } : {}) };
     }
     if (m.role === "tool") {
       if (!callIds.has(m.tool_call_id)) {
@@ -125,7 +125,7 @@ function chatMessages(bodies: readonly ChatMessageBody[]): ChatMessage[] {
       }
       return { role: "tool", content: textOf(m.content), toolCallId: m.tool_call_id };
     }
-    return { role: m.role, content: textOf(m.content) };
+    return { role: m.role, content: textOf(m.content), ...(m.name !== undefined ? { name: m.name } : {}) };
   });
 }
 

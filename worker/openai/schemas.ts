@@ -27,12 +27,12 @@ const ToolCall = z.object({
 });
 
 const Message = z.discriminatedUnion("role", [
-  z.object({ role: z.enum(["system", "developer"]), content: TextContent, name: z.string().optional() }),
-  z.object({ role: z.literal("user"), content: Content, name: z.string().optional() }),
+  z.object({ role: z.enum(["system", "developer"]), content: TextContent, name: z.string().max(256).optional() }),
+  z.object({ role: z.literal("user"), content: Content, name: z.string().max(256).optional() }),
   z.object({
     role: z.literal("assistant"),
     content: TextContent.nullish(),
-    name: z.string().optional(),
+    name: z.string().max(256).optional(),
     refusal: z.string().nullish(),
     tool_calls: z.array(ToolCall).max(128).optional(),
   }),
