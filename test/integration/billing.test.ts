@@ -257,7 +257,7 @@ describe("failures and dishonest usage", () => {
   }
 
   beforeAll(async () => {
-    gw = await startGateway({ seed: makeSeed({ minerIds: ["miner-x", "miner-y"], creditUsd: 1 }), vars: { STREAM_IDLE_TIMEOUT_MS: "1500" } });
+    gw = await startGateway({ seed: makeSeed({ minerIds: ["miner-x", "miner-y", "miner-z"], creditUsd: 1 }), vars: { STREAM_IDLE_TIMEOUT_MS: "1500" } });
     client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
   });
   afterAll(async () => {
@@ -294,6 +294,30 @@ describe("failures and dishonest usage", () => {
     const ledger = await ledgerOf(gw, "acct-dev");
     expect(await ledger.summary("acct-dev")).toMatchObject({ balanceNano: USD - costNano(chute, 0, delivered), heldNano: 0, holds: 0 });
     expect((await ledger.audit()).ok).toBe(true);
+    await waitForInstances(gw, TINY_CHUTE.id, 0);
+  });
+
+  it("prompt tokens the engine served from its prefix cache are charged at the chute's cached price", async () => {
+    for (const a of agents) a.kill();
+    await waitForInstances(gw, TINY_CHUTE.id, 0);
+    // $0.01 per million cached prompt tokens instead of $0.10.
+    await gw.db.prepare("UPDATE chutes SET cached_prompt_price_nano_per_m = 10000000 WHERE id = ?").bind(TINY_CHUTE.id).run();
+    const discounted = { ...chute, cachedPromptPriceNanoPerM: 10_000_000 } as ChuteRecord;
+    await upstreamAgent("miner-z", { tokens: 4, cachedTokens: 50 });
+    // The chute record is cached per isolate for 10 s: wait until the new price is in effect.
+    await expect
+      .poll(
+        async () => {
+          const r = await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "a long shared prefix" }], max_tokens: 4 });
+          const row = await gw.db.prepare("SELECT prompt_tokens, completion_tokens, cost_nano FROM invocations WHERE id = ?").bind(r.id).first<InvocationRow>();
+          expect(r.usage?.prompt_tokens_details?.cached_tokens).toBe(Math.min(50, r.usage!.prompt_tokens));
+          return row && row.cost_nano === costNano(discounted, row.prompt_tokens, row.completion_tokens, 50);
+        },
+        { timeout: 15_000, interval: 1_000 },
+      )
+      .toBe(true);
+    await gw.db.prepare("UPDATE chutes SET cached_prompt_price_nano_per_m = NULL WHERE id = ?").bind(TINY_CHUTE.id).run();
+    for (const a of agents) a.kill();
     await waitForInstances(gw, TINY_CHUTE.id, 0);
   });
 

@@ -32,6 +32,8 @@ export interface UpstreamBehaviour {
   omitUsage?: boolean;
   /** Report this usage instead of the true counts (a dishonest server). */
   claimUsage?: { prompt_tokens: number; completion_tokens: number };
+  /** Report this many prompt tokens as served from the prefix cache (prompt_tokens_details). */
+  cachedTokens?: number;
 }
 
 export interface UpstreamDoubleOptions extends UpstreamBehaviour {
@@ -137,7 +139,7 @@ function isChat(s: Stream): boolean {
   return s.received.path.endsWith("/chat/completions");
 }
 
-function chunk(s: Stream, choice: Record<string, unknown> | null, usage?: Record<string, number>): string {
+function chunk(s: Stream, choice: Record<string, unknown> | null, usage?: Record<string, unknown>): string {
   const object = isChat(s) ? "chat.completion.chunk" : "text_completion";
   const body = { id: s.id, object, created: s.created, model: s.model, choices: choice ? [{ index: 0, ...choice }] : [], ...(usage ? { usage } : {}) };
   return `data: ${JSON.stringify(body)}\n\n`;
@@ -147,11 +149,12 @@ function tokenChunk(s: Stream, piece: string): string {
   return chunk(s, isChat(s) ? { delta: { content: piece }, finish_reason: null } : { text: piece, finish_reason: null });
 }
 
-function usageOf(s: Stream, completion: number): Record<string, number> {
+function usageOf(s: Stream, completion: number): Record<string, unknown> {
   const claim = s.behaviour.claimUsage;
-  if (claim) return { ...claim, total_tokens: claim.prompt_tokens + claim.completion_tokens };
+  const cached = s.behaviour.cachedTokens === undefined ? {} : { prompt_tokens_details: { cached_tokens: s.behaviour.cachedTokens } };
+  if (claim) return { ...claim, total_tokens: claim.prompt_tokens + claim.completion_tokens, ...cached };
   const prompt = promptTokens(s.received.body);
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, ...cached };
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {

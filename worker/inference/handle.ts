@@ -90,7 +90,8 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
   const shareBps = numberVar(c.env.MINER_SHARE_BPS, DEFAULT_MINER_SHARE_BPS);
   const onEnd = (o: JobOutcome) => {
     const promptTokens = billedPrompt(o.promptTokens);
-    const settled = meter.settle(costNano(chute, promptTokens, o.completionTokens), promptTokens + o.completionTokens).then((charged) =>
+    const cost = costNano(chute, promptTokens, o.completionTokens, o.cachedPromptTokens ?? 0);
+    const settled = meter.settle(cost, promptTokens + o.completionTokens).then((charged) =>
       record({
         minerId: job.minerId,
         instanceId: job.instanceId,

@@ -31,7 +31,7 @@ export type JobOutcome = Pick<
   | "claimedPromptTokens"
   | "claimedCompletionTokens"
   | "ttftMs"
->;
+> & { cachedPromptTokens?: number };
 
 export interface RelayOptions {
   meta: ResponseMeta;
@@ -72,6 +72,8 @@ class Tally {
   claimed = 0;
   /** The miner's prompt count: from the first chunk, or from the final usage. */
   promptTokens: number | null = null;
+  /** Prompt tokens the engine served from its prefix cache (charged at the cached price). */
+  cachedPromptTokens = 0;
   ttftMs: number | null = null;
   ended = false;
 
@@ -84,13 +86,17 @@ class Tally {
     if (this.ttftMs === null) this.ttftMs = Date.now() - this.startedAt;
     if (ev.promptTokens !== undefined && this.promptTokens === null) this.promptTokens = ev.promptTokens;
     this.claimed += ev.tokens;
-    this.delivered += plausibleTokens(ev.text, ev.tokens);
+    // Tool-call pieces are generated tokens too: they count toward what the chunk can hold.
+    let toolText = "";
+    for (const t of ev.toolCalls ?? []) toolText += (t.name ?? "") + t.arguments;
+    this.delivered += plausibleTokens(toolText ? ev.text + toolText : ev.text, ev.tokens);
     if (keepText) this.text += ev.text;
   }
 
   done(ev: Extract<JobEvent, { type: "done" }>): void {
     this.promptTokens = ev.usage.promptTokens;
     this.claimed = ev.usage.completionTokens;
+    this.cachedPromptTokens = ev.usage.cachedPromptTokens ?? 0;
   }
 
   end(o: Pick<JobOutcome, "outcome" | "errorCode" | "finishReason">, billed = true): void {
@@ -102,6 +108,7 @@ class Tally {
       completionTokens: billed ? this.delivered : 0,
       claimedPromptTokens: this.promptTokens,
       claimedCompletionTokens: this.claimed,
+      cachedPromptTokens: billed ? this.cachedPromptTokens : 0,
       ttftMs: this.ttftMs,
     });
   }
