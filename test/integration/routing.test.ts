@@ -43,7 +43,7 @@ async function servedBy(id: string): Promise<string | null> {
 beforeAll(async () => {
   gw = await startGateway({
     seed: makeSeed({ minerIds: MINERS }),
-    vars: { MINER_STALE_AFTER_MS: "1500", STREAM_IDLE_TIMEOUT_MS: "60000", QUEUE_WAIT_MS: "10000" },
+    vars: { MINER_STALE_AFTER_MS: "1500", STREAM_IDLE_TIMEOUT_MS: "60000", QUEUE_WAIT_MS: "10000", SSE_KEEPALIVE_MS: "500", FIRST_TOKEN_TIMEOUT_MS: "4000" },
   });
   client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
 });
@@ -175,5 +175,42 @@ describe("routing", () => {
     // An unrelated conversation is routed on load and health alone: no affinity hit.
     await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "A different question entirely, with no shared system prompt at all." }], max_tokens: 5 });
     expect((await routerSnapshot(gw, TINY_CHUTE.id)).affinityHits).toBe(hitsBefore + 1);
+  });
+
+  it("a slow first token gets SSE keep-alive comments, then the answer, on the same 200 stream", async () => {
+    await upstreamAgent("miner-a", { delayBeforeFirstTokenMs: 2_000 }, 2);
+    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    const res = await fetch(`${gw.baseURL}/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${gw.seed.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "slow" }], max_tokens: 4, stream: true }),
+    });
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    const firstData = text.indexOf("data: ");
+    const comments = text.slice(0, firstData).match(/^: keep-alive$/gm) ?? [];
+    expect(comments.length).toBeGreaterThanOrEqual(3); // 2 s at one per 0.5 s
+    expect(text.trimEnd().endsWith("data: [DONE]")).toBe(true);
+    expect(text).toContain('"finish_reason":"length"');
+    // The official client ignores the comments.
+    const stream = await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "slow" }], max_tokens: 4, stream: true });
+    let out = "";
+    for await (const chunk of stream) out += chunk.choices[0]?.delta.content ?? "";
+    expect(out.trim().split(/\s+/)).toHaveLength(4);
+  });
+
+  it("a stream that never gets a first token ends, after its keep-alives, with an error chunk and [DONE], and releases everything", async () => {
+    const { upstream } = await upstreamAgent("miner-a", { stallBeforeFirstToken: true }, 2);
+    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    const closed = new Promise((resolve) => upstream.events.once("client-closed", resolve));
+    const stream = await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "never" }], max_tokens: 4, stream: true });
+    const err = await (async () => {
+      for await (const chunk of stream) void chunk;
+    })().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    expect((err as InstanceType<typeof OpenAI.APIError>).code).toMatch(/timeout/);
+    expect(String((err as Error).message)).toMatch(/produced nothing for 4 s/);
+    await closed; // the engine's upstream request was cancelled
+    await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances[0]?.inflight).toBe(0);
   });
 });

@@ -41,7 +41,8 @@ type VarName =
   | "FREE_DAILY_REQUESTS"
   | "MINER_STALE_AFTER_MS"
   | "RATE_LIMIT_RPM"
-  | "RATE_LIMIT_TPM";
+  | "RATE_LIMIT_TPM"
+  | "SSE_KEEPALIVE_MS";
 
 /** The secrets the test gateway runs with (wrangler secrets in production). */
 export const TEST_SECRETS = {

@@ -3,11 +3,13 @@ import { findChute } from "../catalog/index.ts";
 import type { AppEnv } from "../env.ts";
 import { numberVar } from "../env.ts";
 import { ApiError } from "../errors.ts";
+import { readJson } from "../http/json.ts";
 import { newResponseId, type Endpoint, type ResponseMeta } from "../openai/format.ts";
 import { openMeter } from "../billing/ledger.ts";
 import { costNano, minerShareNano, promptTokenBound } from "../billing/pricing.ts";
 import type { LeaseReport } from "../../durable-objects/chute-router.ts";
-import { dispatch, isInstanceFailure } from "./dispatch.ts";
+import { dispatch, isInstanceFailure, type Dispatched } from "./dispatch.ts";
+import { keepAliveStream } from "./keepalive.ts";
 import { modelOf, normalize } from "./normalize.ts";
 import { recordInvocation, type InvocationRecord } from "./record.ts";
 import { relayComplete, relayStream, type JobOutcome } from "./relay.ts";
@@ -15,6 +17,8 @@ import { relayEmbeddings } from "./relay-embeddings.ts";
 
 /** The serving miner's share of each charge when MINER_SHARE_BPS is unset. */
 const DEFAULT_MINER_SHARE_BPS = 8000;
+/** A stream with no first token after this long gets SSE keep-alive comments, this often. */
+const DEFAULT_SSE_KEEPALIVE_MS = 5000;
 
 /** POST /v1/chat/completions, /v1/completions and /v1/embeddings. */
 export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): Promise<Response> {
@@ -52,7 +56,7 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
   const promptBound = promptTokenBound(request.spec);
   const billedPrompt = (claimed: number) => Math.min(claimed, promptBound);
 
-  const job = await dispatch({
+  const dispatching = dispatch({
     env: c.env,
     chute,
     request,
@@ -88,29 +92,51 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
   });
 
   const shareBps = numberVar(c.env.MINER_SHARE_BPS, DEFAULT_MINER_SHARE_BPS);
-  const onEnd = (o: JobOutcome) => {
-    const promptTokens = billedPrompt(o.promptTokens);
-    const cost = costNano(chute, promptTokens, o.completionTokens, o.cachedPromptTokens ?? 0);
-    const settled = meter.settle(cost, promptTokens + o.completionTokens).then((charged) =>
-      record({
-        minerId: job.minerId,
-        instanceId: job.instanceId,
-        attempts: job.attempts,
-        ...o,
-        promptTokens,
-        holdNano: meter.holdNano,
-        costNano: charged,
-        minerEarningsNano: minerShareNano(charged, shareBps),
-      }),
-    );
-    const report: LeaseReport =
-      o.outcome === "ok"
-        ? { result: "ok", ttftMs: o.ttftMs, tokens: o.completionTokens, streamMs: Date.now() - startedAt - (o.ttftMs ?? 0) }
-        : { result: o.outcome === "error" && isInstanceFailure(o.errorCode) ? "failed" : "neutral" };
-    c.executionCtx.waitUntil(Promise.all([job.release(report), settled]));
+  const relayOptions = (job: Dispatched) => {
+    const onEnd = (o: JobOutcome) => {
+      const promptTokens = billedPrompt(o.promptTokens);
+      const cost = costNano(chute, promptTokens, o.completionTokens, o.cachedPromptTokens ?? 0);
+      const settled = meter.settle(cost, promptTokens + o.completionTokens).then((charged) =>
+        record({
+          minerId: job.minerId,
+          instanceId: job.instanceId,
+          attempts: job.attempts,
+          ...o,
+          promptTokens,
+          holdNano: meter.holdNano,
+          costNano: charged,
+          minerEarningsNano: minerShareNano(charged, shareBps),
+        }),
+      );
+      const report: LeaseReport =
+        o.outcome === "ok"
+          ? { result: "ok", ttftMs: o.ttftMs, tokens: o.completionTokens, streamMs: Date.now() - startedAt - (o.ttftMs ?? 0) }
+          : { result: o.outcome === "error" && isInstanceFailure(o.errorCode) ? "failed" : "neutral" };
+      c.executionCtx.waitUntil(Promise.all([job.release(report), settled]));
+    };
+    return { meta, job, startedAt, headers, onEnd, billedPrompt, clientGone: c.get("clientGone"), echo: request.echo };
   };
   const headers = { "x-request-id": c.get("requestId"), ...meter.rateHeaders };
-  const relay = { meta, job, startedAt, headers, onEnd, billedPrompt, clientGone: c.get("clientGone"), echo: request.echo };
+
+  if (request.stream) {
+    // A slow first token (long prefill, queueing, retries) gets an early 200 with SSE comment
+    // keep-alives, so proxies and OpenRouter do not give up on a live request.
+    const keepAliveMs = numberVar(c.env.SSE_KEEPALIVE_MS, DEFAULT_SSE_KEEPALIVE_MS);
+    const ready = await Promise.race([dispatching.then(() => true, () => true), sleep(keepAliveMs).then(() => false)]);
+    if (!ready) {
+      const { response, done } = keepAliveStream({
+        meta,
+        headers,
+        pending: dispatching,
+        start: (job) => relayStream(relayOptions(job)),
+        intervalMs: keepAliveMs,
+      });
+      c.executionCtx.waitUntil(done);
+      return response;
+    }
+  }
+  const job = await dispatching;
+  const relay = relayOptions(job);
   if (request.spec.kind === "completion" && request.spec.embedding) {
     return relayEmbeddings({ ...relay, inputs: request.spec.embedding.input.length, encoding: request.encoding ?? "float" });
   }
@@ -120,15 +146,4 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
   return response;
 }
 
-async function readJson(c: Context<AppEnv>): Promise<unknown> {
-  const type = c.req.header("content-type") ?? "";
-  if (type && !type.toLowerCase().includes("json")) {
-    throw new ApiError("unsupported_media_type", "The request body must be JSON (content-type: application/json).");
-  }
-  const text = await c.req.text();
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new ApiError("invalid_json", "We could not parse the JSON body of your request.");
-  }
-}
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

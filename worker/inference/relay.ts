@@ -50,16 +50,6 @@ export interface RelayOptions {
 
 type ChunkEvent = Extract<JobEvent, { type: "chunk" }>;
 
-/**
- * The chunk as the tally counts it: tool-call names and arguments are delivered output like
- * text, so they bound the tokens a chunk may claim the same way.
- */
-function billable(ev: ChunkEvent): ChunkEvent {
-  if (!ev.toolCalls?.length) return ev;
-  let text = ev.text;
-  for (const c of ev.toolCalls) text += (c.name ?? "") + c.arguments;
-  return { ...ev, text };
-}
 
 /**
  * Tracks delivered tokens: completion tokens are counted from what was relayed, each chunk's
@@ -166,7 +156,12 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
   const { meta, job } = opts;
   const tally = new Tally(opts.startedAt, opts.onEnd);
   const cancel = onClientGone(opts, tally, true);
-  const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+  // An IdentityTransformStream, not a TransformStream: its readable side is native to workerd, so
+  // when writing the body to the client fails (the client left: EPIPE/ECONNRESET) the pending and
+  // later writes below reject. With a JS TransformStream that failure is lost: workerd drops the
+  // readable without cancelling it, and does not abort request.signal either (it only does that
+  // when the request is cancelled, not when it fails), so the job would run to its end.
+  const { readable, writable } = new IdentityTransformStream();
   const writer = writable.getWriter();
   // Writes are not awaited: output is bounded by max_tokens; a failed write means the client left.
   const send = (bytes: Uint8Array) => void writer.write(bytes).catch(cancel);
@@ -184,7 +179,7 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
         ev = calls.invalid(ev);
         break;
       }
-      tally.chunk(billable(ev), false);
+      tally.chunk(ev, false);
       send(sseEvent(streamChunk(meta, { text: ev.text || (ev.toolCalls?.length ? null : ""), toolCalls: ev.toolCalls, logprobs: ev.logprobs, textOffset }, null)));
       textOffset += ev.text.length;
       ev = await job.events.next().catch(() => null);
@@ -232,7 +227,7 @@ export async function relayComplete(opts: RelayOptions): Promise<Response> {
       ev = calls.invalid(ev);
       break;
     }
-    tally.chunk(billable(ev), false);
+    tally.chunk(ev, false);
     text += ev.text;
     if (ev.toolCalls) toolCalls.add(ev.toolCalls);
     if (ev.logprobs) (logprobs ??= []).push(...ev.logprobs);
