@@ -41,9 +41,8 @@ export function modelObject(chute: ChuteRecord, isReady: boolean) {
       // Requests and images are not charged for.
       request: "0",
       image: "0",
-      // Usage does not carry cached prompt tokens yet, so every prompt token is charged the prompt
-      // price (cachedPromptPriceNanoPerM is not applied): declare what is charged.
-      input_cache_read: usdPerToken(chute.promptPriceNanoPerM),
+      // Prompt tokens the engine reports as cached are charged this price (billing/pricing.ts).
+      input_cache_read: usdPerToken(chute.cachedPromptPriceNanoPerM ?? chute.promptPriceNanoPerM),
     },
     supported_sampling_parameters: caps.samplingParameters,
     supported_features: caps.features,
