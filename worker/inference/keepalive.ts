@@ -30,9 +30,23 @@ export function keepAliveStream<T>(opts: KeepAliveOptions<T>): { response: Respo
   const done = opts.pending.then(
     async (job) => {
       clearInterval(timer);
-      writer.releaseLock();
       const relay = opts.start(job);
-      await Promise.all([relay.response.body?.pipeTo(writable).catch(() => undefined), relay.done]);
+      // Forward the job's stream by hand (one writer throughout); if the client is gone the write
+      // fails and cancelling the job's stream cancels the job.
+      const reader = relay.response.body!.getReader();
+      const forward = async () => {
+        try {
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            await writer.write(value);
+          }
+          await writer.close();
+        } catch {
+          await reader.cancel().catch(() => undefined);
+        }
+      };
+      await Promise.all([forward(), relay.done]);
     },
     async (err: unknown) => {
       clearInterval(timer);
