@@ -213,4 +213,13 @@ describe("routing", () => {
     await closed; // the engine's upstream request was cancelled
     await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances[0]?.inflight).toBe(0);
   });
+
+  it("when every instance fails before the first token, the client gets the failure (502), not 'no capacity'", async () => {
+    await upstreamAgent("miner-a", { failWithStatus: 500, failMessage: "CUDA error" }, 2);
+    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    const err = await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "x" }], max_tokens: 2 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(502);
+    expect((err as InstanceType<typeof OpenAI.APIError>).code).toBe("engine_error");
+  });
 });

@@ -33,6 +33,19 @@ describe("holds and plausibility", () => {
     expect(worstCaseNano(priced(1_000_000_000, 2_000_000_000), spec)).toBe(86 * 1000 + 10 * 2000);
   });
 
+  it("bounds tool definitions, tool calls and tool results too (templates render them into the prompt)", () => {
+    const tools = [{ name: "get_weather", description: "Weather for a city", parameters: { type: "object", properties: { city: { type: "string" } } } }];
+    const messages = [
+      { role: "user" as const, content: "Weather in Paris?" },
+      { role: "assistant" as const, content: "", toolCalls: [{ id: "call_1", name: "get_weather", arguments: '{"city":"Paris"}' }] },
+      { role: "tool" as const, content: "18C and sunny", toolCallId: "call_1" },
+    ];
+    const plain = promptTokenBound({ kind: "chat", messages, params: { maxTokens: 1 } });
+    expect(plain).toBe(64 + (17 + 16) + (0 + 16 + 6 + 11 + 16 + 16) + (13 + 16 + 6));
+    const withTools = promptTokenBound({ kind: "chat", messages, tools, params: { maxTokens: 1 } });
+    expect(withTools).toBe(plain + 2 * JSON.stringify(tools).length + 2048);
+  });
+
   it("counts UTF-8 bytes exactly, surrogate pairs included", () => {
     for (const s of ["", "abc", "é", "€", "😀", "a😀b€é", "\ud800"]) expect(utf8Length(s)).toBe(new TextEncoder().encode(s).length);
   });

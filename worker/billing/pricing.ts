@@ -29,6 +29,12 @@ export function isFree(chute: Pick<ChuteRecord, "promptPriceNanoPerM" | "complet
 /** Tokens a chat template adds around each message and the whole conversation, at most. */
 const PER_MESSAGE_OVERHEAD = 16;
 const PER_PROMPT_OVERHEAD = 64;
+/**
+ * Tool definitions: templates render each tool's schema into the prompt (as JSON or as
+ * TypeScript-like declarations, at most about twice the JSON's size) inside fixed instructions.
+ */
+const TOOLS_TEXT_FACTOR = 2;
+const TOOLS_OVERHEAD = 2048;
 
 /**
  * An upper bound of the prompt's token count without the model's tokenizer: every token of a
@@ -38,7 +44,11 @@ const PER_PROMPT_OVERHEAD = 64;
 export function promptTokenBound(spec: JobSpec): number {
   if (spec.kind === "completion") return utf8Length(spec.prompt) + PER_PROMPT_OVERHEAD;
   let n = PER_PROMPT_OVERHEAD;
-  for (const m of spec.messages) n += utf8Length(m.content) + PER_MESSAGE_OVERHEAD;
+  for (const m of spec.messages) {
+    n += utf8Length(m.content) + PER_MESSAGE_OVERHEAD + utf8Length(m.name ?? "") + utf8Length(m.toolCallId ?? "");
+    for (const call of m.toolCalls ?? []) n += utf8Length(call.id) + utf8Length(call.name) + utf8Length(call.arguments) + PER_MESSAGE_OVERHEAD;
+  }
+  if (spec.tools) n += TOOLS_TEXT_FACTOR * utf8Length(JSON.stringify(spec.tools)) + TOOLS_OVERHEAD;
   return n;
 }
 

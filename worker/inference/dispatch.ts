@@ -47,8 +47,12 @@ export async function dispatch(opts: DispatchOptions): Promise<Dispatched> {
   const router = env.CHUTE_ROUTER.get(env.CHUTE_ROUTER.idFromName(chute.id));
   const avoid: string[] = [];
   const prefixes = prefixHashes(opts.request.spec);
+  let lastFailure: ApiError | null = null;
   for (let attempt = 1; ; attempt++) {
     const lease = await router.acquire({ avoid, waitMs: opts.queueWaitMs, prefixes });
+    // No other instance to try after a failure: the client gets that failure (a 502 for a
+    // broken miner), not "no capacity", which would hide what went wrong.
+    if (!lease.ok && lease.code === "no_capacity" && lastFailure) throw lastFailure;
     if (!lease.ok) throw leaseError(lease.code, chute.name, attempt > 1);
     let released = false;
     const release = async (report?: LeaseReport) => {
@@ -78,6 +82,7 @@ export async function dispatch(opts: DispatchOptions): Promise<Dispatched> {
       await router.unregisterInstance(lease.instanceId, lease.minerId);
     }
     if (!first.retryable || attempt >= MAX_ATTEMPTS) throw first.error;
+    lastFailure = first.error;
     avoid.push(lease.instanceId);
   }
 }
