@@ -12,6 +12,11 @@ export function encodeJobEvent(event: JobEvent): Uint8Array {
   return encoder.encode(JSON.stringify(event) + "\n");
 }
 
+/** An event already in JSON text (one line) as it goes on the stream. */
+export function encodeLine(json: string): Uint8Array {
+  return encoder.encode(json + "\n");
+}
+
 /** Reads job events from a MinerSession stream, line by line. */
 export class JobEventReader {
   private readonly reader: ReadableStreamDefaultReader<Uint8Array>;
@@ -63,7 +68,9 @@ export class JobEventReader {
       while ((nl = this.buffer.indexOf("\n")) >= 0) {
         const line = this.buffer.slice(0, nl);
         this.buffer = this.buffer.slice(nl + 1);
-        if (line) this.queue.push(JobEvent.parse(JSON.parse(line)));
+        // The session validated each frame against JobEvent before streaming it (unknown fields
+        // may remain; nothing reads them), so the Worker does not validate it again.
+        if (line) this.queue.push(JSON.parse(line) as JobEvent);
       }
     }
     return this.queue.shift() ?? null;

@@ -14,7 +14,7 @@ import { sha256Hex } from "../worker/catalog/hash.ts";
 import { chutes, miners } from "../worker/db/schema.ts";
 import { numberVar } from "../worker/env.ts";
 import { log } from "../worker/log.ts";
-import { encodeJobEvent, type JobEvent } from "./job-events.ts";
+import { encodeJobEvent, encodeLine, type JobEvent } from "./job-events.ts";
 
 /**
  * One per connected miner agent: terminates the agent's WebSocket (hibernation API),
@@ -78,7 +78,7 @@ export class MinerSession extends DurableObject<Env> {
       connectedAt: Date.now(),
       instances: [],
     };
-    server.serializeAttachment(attachment);
+    setAttachment(server, attachment);
     send(server, { type: "challenge", v: PROTOCOL_VERSION, nonce: attachment.nonce });
     await this.ctx.storage.setAlarm(Date.now() + AUTH_TIMEOUT_MS);
     return new Response(null, { status: 101, webSocket: client });
@@ -128,7 +128,7 @@ export class MinerSession extends DurableObject<Env> {
         return this.closeSession(ws, CloseCode.protocolError, "malformed frame");
       }
       if (att.state === "challenged") return await this.authenticate(ws, att, parsed.frame);
-      await this.onFrame(ws, att, parsed.frame);
+      await this.onFrame(ws, att, parsed.frame, message);
     } catch (err) {
       log.error("miner.message_failed", { component: "MinerSession", error: String(err) });
       this.closeSession(ws, CloseCode.protocolError, "internal error");
@@ -203,7 +203,7 @@ export class MinerSession extends DurableObject<Env> {
       }
     }
     const ready: Attachment = { ...att, state: "ready" };
-    ws.serializeAttachment(ready);
+    setAttachment(ws, ready);
     send(ws, { type: "welcome", minerId: att.minerId, sessionId: att.sessionId });
     log.info("miner.connected", { component: "MinerSession", minerId: att.minerId });
     this.lastFrameAt.set(att.sessionId, Date.now());
@@ -227,14 +227,14 @@ export class MinerSession extends DurableObject<Env> {
     }
   }
 
-  private async onFrame(ws: WebSocket, att: Attachment, frame: AgentFrame): Promise<void> {
+  private async onFrame(ws: WebSocket, att: Attachment, frame: AgentFrame, raw: string | ArrayBuffer): Promise<void> {
     switch (frame.type) {
       case "capacity":
         return this.announce(ws, att, frame.instances);
       case "chunk":
       case "done":
       case "error":
-        return this.deliver(att, frame);
+        return this.deliver(att, frame, raw);
       case "ping":
         return send(ws, { type: "pong", t: frame.t });
       case "pong":
@@ -263,7 +263,7 @@ export class MinerSession extends DurableObject<Env> {
     }
     const current = attachmentOf(ws);
     if (current?.sessionId !== att.sessionId || current.state !== "ready") return; // closed meanwhile
-    ws.serializeAttachment({ ...current, instances } satisfies Attachment);
+    setAttachment(ws, { ...current, instances });
     const affected = new Set([...current.instances, ...instances].map((i) => i.chute));
     await Promise.all(
       [...affected].map((chute) =>
@@ -276,10 +276,11 @@ export class MinerSession extends DurableObject<Env> {
     log.info("miner.capacity", { component: "MinerSession", minerId: att.minerId, instances: instances.length });
   }
 
-  private deliver(att: Attachment, frame: JobEvent): void {
+  private deliver(att: Attachment, frame: JobEvent, raw: string | ArrayBuffer): void {
     const job = this.jobs.get(frame.id);
     if (!job || job.sessionId !== att.sessionId) return; // cancelled, or from an old session
-    job.controller.enqueue(encodeJobEvent(frame));
+    // The validated frame's own text is the event line (no re-encoding), unless it spans lines.
+    job.controller.enqueue(typeof raw === "string" && !raw.includes("\n") ? encodeLine(raw) : encodeJobEvent(frame));
     if (frame.type === "chunk") {
       job.started = true;
       return;
@@ -309,7 +310,7 @@ export class MinerSession extends DurableObject<Env> {
     for (const chute of new Set(att.instances.map((i) => i.chute))) {
       this.ctx.waitUntil(this.router(chute).register(att.minerId, []));
     }
-    ws.serializeAttachment({ ...att, state: "challenged", instances: [] } satisfies Attachment);
+    setAttachment(ws, { ...att, state: "challenged", instances: [] });
   }
 
   private closeSession(ws: WebSocket, code: number, reason: string): void {
@@ -326,8 +327,23 @@ export class MinerSession extends DurableObject<Env> {
   }
 }
 
+/**
+ * Attachments are read on every frame: keep a copy per socket in memory (deserializing on each
+ * frame was a per-token cost), falling back to the stored one after the object hibernated.
+ */
+const attachments = new WeakMap<WebSocket, Attachment>();
+
 function attachmentOf(ws: WebSocket): Attachment | null {
-  return (ws.deserializeAttachment() as Attachment | null) ?? null;
+  const cached = attachments.get(ws);
+  if (cached) return cached;
+  const stored = (ws.deserializeAttachment() as Attachment | null) ?? null;
+  if (stored) attachments.set(ws, stored);
+  return stored;
+}
+
+function setAttachment(ws: WebSocket, a: Attachment): void {
+  ws.serializeAttachment(a);
+  attachments.set(ws, a);
 }
 
 function send(ws: WebSocket, frame: GatewayFrame): void {

@@ -49,7 +49,7 @@ function startScriptedAgent(): Promise<WebSocket> {
 beforeAll(async () => {
   gw = await startGateway({
     // $0.0002: enough for small requests, not for a 1024-token hold.
-    seed: makeSeed({ chutes: [TINY_CHUTE, IDLE_CHUTE], creditUsd: 0.0002 }),
+    seed: makeSeed({ chutes: [TINY_CHUTE, IDLE_CHUTE], creditUsd: 0.0003 }),
     vars: { MAX_BODY_BYTES: "65536", FIRST_TOKEN_TIMEOUT_MS: "1500", QUEUE_WAIT_MS: "200" },
   });
   agent = await startScriptedAgent();
