@@ -15,52 +15,9 @@ import { DurableObject } from "cloudflare:workers";
  * The instance table, which changes rarely, is stored.
  */
 
-export interface RouterInstance {
-  instanceId: string;
-  minerId: string;
-  maxConcurrency: number;
-}
+import type { AcquireRequest, AcquireResult, InstanceHealth, LeaseReport, RouterInstance, RouterSnapshot } from "./router-types.ts";
 
-export interface AcquireRequest {
-  /** Instances not to use (they already failed this request). */
-  avoid: string[];
-  /** How long to wait for a free slot when all are busy. */
-  waitMs: number;
-  /**
-   * Hashes of the request's leading parts (shortest first): an instance that recently served a
-   * request with the same prefix likely holds it in its KV cache.
-   */
-  prefixes?: string[];
-}
-
-export type AcquireResult =
-  | { ok: true; leaseId: string; instanceId: string; minerId: string; affinity: boolean }
-  | { ok: false; code: "no_capacity" | "capacity_exceeded" };
-
-/** How a lease ended, for the instance's health score. */
-export interface LeaseReport {
-  /** ok: served; failed: the instance failed the request; neutral: e.g. the client left. */
-  result: "ok" | "failed" | "neutral";
-  ttftMs?: number | null;
-  /** Completion tokens and the time from first token to end, for tokens/s. */
-  tokens?: number;
-  streamMs?: number;
-}
-
-export interface InstanceHealth {
-  ttftMs: number | null;
-  tokensPerSecond: number | null;
-  errorRate: number;
-  consecutiveFailures: number;
-  disabledUntil: number | null;
-  served: number;
-}
-
-export interface RouterSnapshot {
-  instances: (RouterInstance & { inflight: number; health: InstanceHealth })[];
-  waiting: number;
-  affinityHits: number;
-}
+export type { AcquireRequest, AcquireResult, InstanceHealth, LeaseReport, RouterInstance, RouterSnapshot };
 
 /** A lease not released within this time is presumed lost (its Worker died) and expires. */
 const LEASE_TTL_MS = 30 * 60_000;

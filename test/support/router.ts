@@ -1,23 +1,7 @@
+import type { RouterSnapshot } from "../../durable-objects/router-types.ts";
 import type { Gateway } from "./gateway.ts";
 
-export interface Snapshot {
-  instances: {
-    instanceId: string;
-    minerId: string;
-    maxConcurrency: number;
-    inflight: number;
-    health: {
-      ttftMs: number | null;
-      tokensPerSecond: number | null;
-      errorRate: number;
-      consecutiveFailures: number;
-      disabledUntil: number | null;
-      served: number;
-    };
-  }[];
-  waiting: number;
-  affinityHits: number;
-}
+export type Snapshot = RouterSnapshot;
 
 /** The chute router's view, read through Miniflare's RPC proxy to the Durable Object. */
 export async function routerSnapshot(gw: Gateway, chuteId: string): Promise<Snapshot> {
