@@ -7,7 +7,7 @@ import { startAgent, tinyEngine, type AgentProcess } from "../support/agent-proc
 import { startGateway, type Gateway } from "../support/gateway.ts";
 import { ledgerOf } from "../support/ledger.ts";
 import { startPlatform, type Platform } from "../support/platform.ts";
-import { waitForInstances } from "../support/router.ts";
+import { routerSnapshot, waitForInstances } from "../support/router.ts";
 import { startUpstreamDouble, type UpstreamDouble } from "../support/upstream-double.ts";
 
 /**
@@ -165,6 +165,8 @@ describe("metering on the real path", () => {
     expect(body.error.message).toMatch(/\$0\.000008 is available/);
     const err = await poor.completions.create({ model: TINY_CHUTE.name, prompt: "hi", max_tokens: 100 }).catch((e: unknown) => e);
     expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(402);
+    // The router slot asked for alongside the ledger's answer was given back.
+    await expect.poll(async () => (await routerSnapshot(p.gw, TINY_CHUTE.id)).instances[0]?.inflight).toBe(0);
     // A request small enough for the balance goes through: max_tokens 1 on a short prompt.
     const small = promptTokenBound({ kind: "completion", prompt: "hi", params: { maxTokens: 1 } });
     expect(costNano(chute, small, 1)).toBeLessThanOrEqual(8_000);

@@ -1,5 +1,5 @@
 import type { JobEvent } from "../../protocol/index.ts";
-import type { LeaseReport } from "../../durable-objects/chute-router.ts";
+import type { AcquireResult, ChuteRouter, LeaseReport } from "../../durable-objects/chute-router.ts";
 import type { MinerSession } from "../../durable-objects/miner-session.ts";
 import { JobEventReader } from "../../durable-objects/job-events.ts";
 import { ApiError } from "../errors.ts";
@@ -38,18 +38,37 @@ export interface Dispatched {
   cancel(): Promise<void>;
 }
 
-/**
- * Pick an instance, send the job, and wait for its first event. A failure before the first
- * token is retried on another instance, invisibly to the client (the response has not started).
- */
-export async function dispatch(opts: DispatchOptions): Promise<Dispatched> {
-  const { env, chute } = opts;
+/** The first lease, asked for while the ledger admits the request (one round trip saved). */
+export interface FirstLease {
+  router: DurableObjectStub<ChuteRouter>;
+  prefixes: string[];
+  lease: Promise<AcquireResult>;
+  /** Give the lease back unused (the request was refused); safe to call more than once. */
+  abandon(): Promise<void>;
+}
+
+export function acquireFirst(env: Env, chute: ChuteRecord, request: NormalizedRequest, queueWaitMs: number): FirstLease {
   const router = env.CHUTE_ROUTER.get(env.CHUTE_ROUTER.idFromName(chute.id));
+  const prefixes = prefixHashes(request.spec);
+  const lease = router.acquire({ avoid: [], waitMs: queueWaitMs, prefixes });
+  let abandoned: Promise<void> | null = null;
+  const abandon = () =>
+    (abandoned ??= lease.then((l) => (l.ok ? router.release(l.leaseId) : undefined)).catch(() => undefined));
+  return { router, prefixes, lease, abandon };
+}
+
+/**
+ * Send the job on the first lease's instance and wait for its first event. A failure before the
+ * first token is retried on another instance, invisibly to the client (the response has not
+ * started).
+ */
+export async function dispatch(opts: DispatchOptions & { first: FirstLease }): Promise<Dispatched> {
+  const { env, chute } = opts;
+  const { router, prefixes } = opts.first;
   const avoid: string[] = [];
-  const prefixes = prefixHashes(opts.request.spec);
   let lastFailure: ApiError | null = null;
   for (let attempt = 1; ; attempt++) {
-    const lease = await router.acquire({ avoid, waitMs: opts.queueWaitMs, prefixes });
+    const lease = attempt === 1 ? await opts.first.lease : await router.acquire({ avoid, waitMs: opts.queueWaitMs, prefixes });
     // No other instance to try after a failure: the client gets that failure (a 502 for a
     // broken miner), not "no capacity", which would hide what went wrong.
     if (!lease.ok && lease.code === "no_capacity" && lastFailure) throw lastFailure;

@@ -8,7 +8,7 @@ import { newResponseId, type Endpoint, type ResponseMeta } from "../openai/forma
 import { openMeter } from "../billing/ledger.ts";
 import { costNano, minerShareNano, promptTokenBound } from "../billing/pricing.ts";
 import type { LeaseReport } from "../../durable-objects/chute-router.ts";
-import { dispatch, isInstanceFailure, type Dispatched } from "./dispatch.ts";
+import { acquireFirst, dispatch, isInstanceFailure, type Dispatched } from "./dispatch.ts";
 import { keepAliveStream } from "./keepalive.ts";
 import { modelOf, normalize } from "./normalize.ts";
 import { recordInvocation, type InvocationRecord } from "./record.ts";
@@ -51,8 +51,15 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
       ...o,
     });
 
-  // Reserve the worst case before any work is done (402 when the balance cannot cover it).
-  const meter = await openMeter(c.env, key, chute, request.spec, meta.id);
+  // Ask the router for an instance and the ledger to admit the request at the same time: the
+  // ledger reserves the worst case (402 when the balance cannot cover it) and counts the key's
+  // rate limits; a refused request gives its lease back.
+  const queueWaitMs = numberVar(c.env.QUEUE_WAIT_MS, 2000);
+  const first = acquireFirst(c.env, chute, request, queueWaitMs);
+  const meter = await openMeter(c.env, key, chute, request.spec, meta.id).catch((err: unknown) => {
+    c.executionCtx.waitUntil(first.abandon());
+    throw err;
+  });
   const promptBound = promptTokenBound(request.spec);
   const billedPrompt = (claimed: number) => Math.min(claimed, promptBound);
 
@@ -60,9 +67,10 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
     env: c.env,
     chute,
     request,
+    first,
     jobId: meta.id,
     traceId: c.get("requestId"),
-    queueWaitMs: numberVar(c.env.QUEUE_WAIT_MS, 2000),
+    queueWaitMs,
     deadline: startedAt + numberVar(c.env.FIRST_TOKEN_TIMEOUT_MS, 120_000),
     idleTimeoutMs: numberVar(c.env.STREAM_IDLE_TIMEOUT_MS, 120_000),
   }).catch((err: unknown) => {
