@@ -2,12 +2,11 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Miniflare } from "miniflare";
-import { unstable_getMiniflareWorkerOptions } from "wrangler";
 import type { EngineConfig } from "../../miner-agent/engines/types.ts";
 import { migrationStatements } from "../../scripts/lib/migrations.ts";
 import { makeSeed, seedStatements, type SeedChute } from "../../scripts/lib/seed.ts";
-import { TEST_SECRETS } from "../../test/support/gateway.ts";
-import { AGENT_BIN, ROOT, WORKER_BUNDLE } from "../../test/support/paths.ts";
+import { gatewayWorkerOptions, TEST_SECRETS } from "../../test/support/gateway.ts";
+import { AGENT_BIN, ROOT } from "../../test/support/paths.ts";
 import { HttpLoadClient } from "../load/http-client.ts";
 import { commandName, descendants, statusBytes } from "../proc.ts";
 import { ManagedChild } from "./child.ts";
@@ -80,19 +79,10 @@ async function waitForInstance(mf: Miniflare, chuteId: string, timeoutMs: number
  */
 export async function startSluice(opts: SluiceOptions): Promise<RunningTarget> {
   const seed = makeSeed({ chutes: [opts.chute], creditUsd: opts.creditUsd });
-  const { workerOptions: fromConfig } = unstable_getMiniflareWorkerOptions(`${ROOT}/wrangler.jsonc`);
   const persist = await mkdtemp(join(tmpdir(), "sluice-bench-gw-"));
   const unusual = new UnusualLines();
   const mf = new Miniflare({
-    host: "127.0.0.1",
-    port: 0,
-    modules: true,
-    scriptPath: WORKER_BUNDLE,
-    compatibilityDate: fromConfig.compatibilityDate,
-    compatibilityFlags: fromConfig.compatibilityFlags,
-    durableObjects: fromConfig.durableObjects,
-    d1Databases: { DB: "sluice-bench" },
-    bindings: { ...fromConfig.bindings, ...TEST_SECRETS, ...BENCH_VARS },
+    ...gatewayWorkerOptions({ ...TEST_SECRETS, ...BENCH_VARS }),
     // The gateway logs a line per request: only warnings, errors and non-JSON lines are kept.
     handleRuntimeStdio(stdout, stderr) {
       const out = unusual.reader();

@@ -54,13 +54,14 @@ export const TEST_SECRETS = {
  * The real gateway Worker (bundled by wrangler) in workerd through Miniflare, with an
  * in-memory D1 migrated from `migrations/` and seeded like `npm start` seeds it.
  */
-export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> {
-  const seed = opts.seed ?? makeSeed();
-  // Compatibility settings, vars and Durable Objects exactly as wrangler.jsonc declares them.
+/**
+ * Miniflare options for the wrangler-built gateway bundle on 127.0.0.1 (a free port), with the
+ * compatibility settings, vars and Durable Objects exactly as wrangler.jsonc declares them, plus
+ * `bindings` on top. Shared by the tests and the bench.
+ */
+export function gatewayWorkerOptions(bindings: Record<string, string>) {
   const { workerOptions: fromConfig } = unstable_getMiniflareWorkerOptions(`${ROOT}/wrangler.jsonc`);
-  const logs: Record<string, unknown>[] = [];
-  const persist = await mkdtemp(join(tmpdir(), "sluice-gw-"));
-  const options: MiniflareOptions = {
+  return {
     host: "127.0.0.1",
     port: 0,
     modules: true,
@@ -68,8 +69,17 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     compatibilityDate: fromConfig.compatibilityDate,
     compatibilityFlags: fromConfig.compatibilityFlags,
     durableObjects: fromConfig.durableObjects,
-    d1Databases: { DB: "sluice-test" },
-    bindings: { ...fromConfig.bindings, ...(opts.withoutSecrets ? {} : TEST_SECRETS), ...opts.vars },
+    d1Databases: { DB: "sluice" },
+    bindings: { ...fromConfig.bindings, ...bindings },
+  } satisfies MiniflareOptions;
+}
+
+export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> {
+  const seed = opts.seed ?? makeSeed();
+  const logs: Record<string, unknown>[] = [];
+  const persist = await mkdtemp(join(tmpdir(), "sluice-gw-"));
+  const options: MiniflareOptions = {
+    ...gatewayWorkerOptions({ ...(opts.withoutSecrets ? {} : TEST_SECRETS), ...opts.vars }),
     // Keep the gateway's JSON log lines for assertions instead of flooding the test output.
     // (warnings and errors arrive on stderr, the rest on stdout).
     handleRuntimeStdio(stdout, stderr) {
