@@ -30,8 +30,6 @@ export interface Dispatched {
   instanceId: string;
   minerId: string;
   attempts: number;
-  /** Whether the router chose the instance for prefix (KV-cache) affinity. */
-  affinity: boolean;
   /** Give the router slot back with how the request went; safe to call more than once. */
   release(report?: LeaseReport): Promise<void>;
   /** Ask the agent to stop generating. */
@@ -91,7 +89,6 @@ export async function dispatch(opts: DispatchOptions & { first: FirstLease }): P
         instanceId: lease.instanceId,
         minerId: lease.minerId,
         attempts: attempt,
-        affinity: lease.affinity,
         release,
         cancel,
       };

@@ -57,7 +57,6 @@ type ChunkEvent = Extract<JobEvent, { type: "chunk" }>;
  * a miner cannot inflate the count.
  */
 class Tally {
-  text = "";
   delivered = 0;
   claimed = 0;
   /** The miner's prompt count: from the first chunk, or from the final usage. */
@@ -72,7 +71,7 @@ class Tally {
     private readonly onEnd: (o: JobOutcome) => void,
   ) {}
 
-  chunk(ev: Extract<JobEvent, { type: "chunk" }>, keepText: boolean): void {
+  chunk(ev: Extract<JobEvent, { type: "chunk" }>): void {
     if (this.ttftMs === null) this.ttftMs = Date.now() - this.startedAt;
     if (ev.promptTokens !== undefined && this.promptTokens === null) this.promptTokens = ev.promptTokens;
     this.claimed += ev.tokens;
@@ -80,7 +79,6 @@ class Tally {
     let toolText = "";
     for (const t of ev.toolCalls ?? []) toolText += (t.name ?? "") + t.arguments;
     this.delivered += plausibleTokens(toolText ? ev.text + toolText : ev.text, ev.tokens);
-    if (keepText) this.text += ev.text;
   }
 
   done(ev: Extract<JobEvent, { type: "done" }>): void {
@@ -179,7 +177,7 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
         ev = calls.invalid(ev);
         break;
       }
-      tally.chunk(ev, false);
+      tally.chunk(ev);
       send(sseEvent(streamChunk(meta, { text: ev.text || (ev.toolCalls?.length ? null : ""), toolCalls: ev.toolCalls, logprobs: ev.logprobs, textOffset }, null)));
       textOffset += ev.text.length;
       ev = await job.events.next().catch(() => null);
@@ -227,7 +225,7 @@ export async function relayComplete(opts: RelayOptions): Promise<Response> {
       ev = calls.invalid(ev);
       break;
     }
-    tally.chunk(ev, false);
+    tally.chunk(ev);
     text += ev.text;
     if (ev.toolCalls) toolCalls.add(ev.toolCalls);
     if (ev.logprobs) (logprobs ??= []).push(...ev.logprobs);
