@@ -1,20 +1,22 @@
 import { DurableObject } from "cloudflare:workers";
-import { and, eq, inArray } from "drizzle-orm";
+import { and, inArray, isNull } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import {
   CloseCode,
   PROTOCOL_VERSION,
   parseAgentFrame,
   type AgentFrame,
+  type DeploySpec,
   type GatewayFrame,
   type InstanceAnnouncement,
   type JobSpec,
 } from "../protocol/index.ts";
-import { sha256Hex } from "../worker/catalog/hash.ts";
-import { chutes, miners } from "../worker/db/schema.ts";
+import { chutes } from "../worker/db/schema.ts";
 import { numberVar } from "../worker/env.ts";
 import { log } from "../worker/log.ts";
 import { encodeJobEvent, encodeLine, type JobEvent } from "./job-events.ts";
+import { clearSession, recordSession, verifyAgentAuth } from "./miner-auth.ts";
+import type { OfferReply } from "./scaler-types.ts";
 
 /**
  * One per connected miner agent: terminates the agent's WebSocket (hibernation API),
@@ -32,6 +34,11 @@ interface Attachment {
   instances: InstanceAnnouncement[];
 }
 
+interface PendingOffer {
+  chuteId: string;
+  resolve: (reply: OfferReply) => void;
+}
+
 interface LiveJob {
   sessionId: string;
   instanceId: string;
@@ -46,8 +53,10 @@ export interface StartJob {
   traceId?: string;
 }
 
-/** An agent must authenticate within this time after connecting. */
+/** An agent must authenticate within this time after connecting; its nonce is stale after it. */
 const AUTH_TIMEOUT_MS = 10_000;
+/** An agent must accept or decline a deploy offer within this time. */
+const OFFER_REPLY_TIMEOUT_MS = 10_000;
 /** An agent silent this long (no frame, no heartbeat) is evicted, unless MINER_STALE_AFTER_MS says otherwise. */
 const DEFAULT_STALE_AFTER_MS = 35_000;
 const HEARTBEAT_PING = JSON.stringify({ type: "ping", t: 0 });
@@ -57,6 +66,9 @@ export class MinerSession extends DurableObject<Env> {
   private readonly jobs = new Map<string, LiveJob>();
   /** When each session last sent a frame (heartbeats answered by auto-response are tracked by the runtime). */
   private readonly lastFrameAt = new Map<string, number>();
+  /** Deploy offers sent and not yet answered, by offer id; and the chute of each offer until it is ready or failed. */
+  private readonly offers = new Map<string, PendingOffer>();
+  private readonly offerChutes = new Map<string, string>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -115,6 +127,42 @@ export class MinerSession extends DurableObject<Env> {
     }
     const ws = this.readySocket();
     if (ws && attachmentOf(ws)?.sessionId === job.sessionId) send(ws, { type: "cancel", id });
+  }
+
+  /** Whether an authenticated agent is connected, and what it serves. */
+  info(): { connected: boolean; instances: InstanceAnnouncement[] } {
+    const ws = this.readySocket();
+    return { connected: ws !== undefined, instances: (ws && attachmentOf(ws)?.instances) || [] };
+  }
+
+  /**
+   * Offer the agent a new instance of a chute (from the chute's scaler). Resolves with its
+   * answer: accepted (it is launching; the instance id is final), declined, or no answer.
+   */
+  async offer(offerId: string, chuteId: string, spec: DeploySpec): Promise<OfferReply> {
+    const ws = this.readySocket();
+    if (!ws) return { status: "unavailable", message: "The miner is not connected." };
+    const reply = new Promise<OfferReply>((resolve) => {
+      this.offers.set(offerId, { chuteId, resolve });
+      setTimeout(() => {
+        if (this.offers.delete(offerId)) resolve({ status: "unavailable", message: "The miner did not answer the offer." });
+      }, OFFER_REPLY_TIMEOUT_MS);
+    });
+    send(ws, { type: "deploy", offerId, spec });
+    return reply;
+  }
+
+  /** Ask the agent to drain and stop an instance (scale-down, chute deleted). False when not connected. */
+  undeploy(instanceId: string, reason: string): boolean {
+    const ws = this.readySocket();
+    if (!ws) return false;
+    send(ws, { type: "undeploy", instanceId, reason });
+    return true;
+  }
+
+  /** Disconnect the agent (its hotkey was banned or deregistered). */
+  evict(reason: string): void {
+    for (const ws of this.ctx.getWebSockets()) this.closeSession(ws, CloseCode.authFailed, reason);
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
@@ -192,39 +240,30 @@ export class MinerSession extends DurableObject<Env> {
     if (frame.v !== PROTOCOL_VERSION) {
       return ws.close(CloseCode.versionMismatch, `protocol version ${PROTOCOL_VERSION} required`);
     }
-    if (frame.nonce !== att.nonce || frame.minerId !== att.minerId || !(await this.verify(frame))) {
-      log.warn("miner.auth_failed", { component: "MinerSession", minerId: att.minerId });
-      return ws.close(CloseCode.authFailed, "authentication failed");
+    const verdict = await verifyAgentAuth(this.env.DB, { minerId: att.minerId, nonce: att.nonce, issuedAt: att.connectedAt }, frame, AUTH_TIMEOUT_MS);
+    if (!verdict.ok) {
+      log.warn("miner.auth_failed", { component: "MinerSession", minerId: att.minerId, reason: verdict.reason });
+      return ws.close(CloseCode.authFailed, `authentication failed: ${verdict.reason}`);
     }
+    // The socket may have been closed (auth timeout) while the registry was read.
+    const current = attachmentOf(ws);
+    if (!current || current.state !== "challenged" || current.nonce !== att.nonce) return;
     // A new connection from the same miner replaces the old one.
     for (const other of this.ctx.getWebSockets()) {
       if (other !== ws && attachmentOf(other)?.state === "ready") {
         this.closeSession(other, CloseCode.replaced, "replaced by a new connection");
       }
     }
-    const ready: Attachment = { ...att, state: "ready" };
+    // The nonce is spent: a second auth frame on this socket is refused as "already authenticated".
+    const ready: Attachment = { ...att, state: "ready", nonce: "" };
     setAttachment(ws, ready);
     send(ws, { type: "welcome", minerId: att.minerId, sessionId: att.sessionId });
-    log.info("miner.connected", { component: "MinerSession", minerId: att.minerId });
+    log.info("miner.connected", { component: "MinerSession", minerId: att.minerId, gpus: frame.gpus.length, offers: frame.offers?.engines ?? [] });
     this.lastFrameAt.set(att.sessionId, Date.now());
     const checkAt = Date.now() + numberVar(this.env.MINER_STALE_AFTER_MS, DEFAULT_STALE_AFTER_MS);
     const armed = await this.ctx.storage.getAlarm();
     if (armed === null || armed > checkAt) await this.ctx.storage.setAlarm(checkAt);
-    await drizzle(this.env.DB).update(miners).set({ lastSeenAt: Date.now() }).where(eq(miners.id, att.minerId));
-  }
-
-  private async verify(frame: Extract<AgentFrame, { type: "auth" }>): Promise<boolean> {
-    switch (frame.credential.type) {
-      case "token": {
-        const hash = await sha256Hex(frame.credential.token);
-        const row = await drizzle(this.env.DB)
-          .select({ id: miners.id })
-          .from(miners)
-          .where(and(eq(miners.id, frame.minerId), eq(miners.tokenHash, hash), eq(miners.status, "active")))
-          .get();
-        return row !== undefined;
-      }
-    }
+    await recordSession(this.env.DB, att.minerId, att.sessionId, frame);
   }
 
   private async onFrame(ws: WebSocket, att: Attachment, frame: AgentFrame, raw: string | ArrayBuffer): Promise<void> {
@@ -235,12 +274,33 @@ export class MinerSession extends DurableObject<Env> {
       case "done":
       case "error":
         return this.deliver(att, frame, raw);
+      case "deploy_status":
+        return this.onDeployStatus(att, frame);
       case "ping":
         return send(ws, { type: "pong", t: frame.t });
       case "pong":
         return;
       case "auth":
         return this.closeSession(ws, CloseCode.policyViolation, "already authenticated");
+    }
+  }
+
+  private onDeployStatus(att: Attachment, frame: Extract<AgentFrame, { type: "deploy_status" }>): void {
+    log.info("miner.deploy_status", { component: "MinerSession", minerId: att.minerId, offerId: frame.offerId, status: frame.status, message: frame.message });
+    const pending = this.offers.get(frame.offerId);
+    if (pending && (frame.status === "accepted" || frame.status === "declined")) {
+      this.offers.delete(frame.offerId);
+      if (frame.status === "accepted") this.offerChutes.set(frame.offerId, pending.chuteId);
+      pending.resolve(frame.status === "accepted"
+        ? { status: "accepted", instanceId: frame.instanceId ?? "" }
+        : { status: "declined", message: frame.message ?? "" });
+      return;
+    }
+    const chuteId = this.offerChutes.get(frame.offerId);
+    if (chuteId && (frame.status === "ready" || frame.status === "failed")) {
+      this.offerChutes.delete(frame.offerId);
+      // The scaler stops waiting for a launch that failed (a ready one shows up in the router).
+      if (frame.status === "failed") this.ctx.waitUntil(this.scaler(chuteId).deployFailed(frame.offerId, frame.message ?? ""));
     }
   }
 
@@ -251,7 +311,7 @@ export class MinerSession extends DurableObject<Env> {
       ? await drizzle(this.env.DB)
           .select({ id: chutes.id, name: chutes.name, concurrency: chutes.concurrency })
           .from(chutes)
-          .where(inArray(chutes.name, names))
+          .where(and(inArray(chutes.name, names), isNull(chutes.deletedAt)))
       : [];
     const byName = new Map(known.map((c) => [c.name, c]));
     const instances: InstanceAnnouncement[] = [];
@@ -269,7 +329,9 @@ export class MinerSession extends DurableObject<Env> {
       [...affected].map((chute) =>
         this.router(chute).register(
           att.minerId,
-          instances.filter((i) => i.chute === chute).map((i) => ({ instanceId: i.instanceId, maxConcurrency: i.maxConcurrency })),
+          instances
+            .filter((i) => i.chute === chute)
+            .map((i) => ({ instanceId: i.instanceId, maxConcurrency: i.maxConcurrency, managed: i.managed === true })),
         ),
       ),
     );
@@ -310,6 +372,7 @@ export class MinerSession extends DurableObject<Env> {
     for (const chute of new Set(att.instances.map((i) => i.chute))) {
       this.ctx.waitUntil(this.router(chute).register(att.minerId, []));
     }
+    this.ctx.waitUntil(clearSession(this.env.DB, att.minerId, att.sessionId));
     setAttachment(ws, { ...att, state: "challenged", instances: [] });
   }
 
@@ -324,6 +387,10 @@ export class MinerSession extends DurableObject<Env> {
 
   private router(chute: string) {
     return this.env.CHUTE_ROUTER.get(this.env.CHUTE_ROUTER.idFromName(chute));
+  }
+
+  private scaler(chute: string) {
+    return this.env.CHUTE_SCALER.get(this.env.CHUTE_SCALER.idFromName(chute));
   }
 }
 

@@ -1,293 +1,248 @@
-import type { EmbeddingVector, GatewayFrame, JobSpec, TokenLogprob, ToolCallDelta, Usage } from "../protocol/index.ts";
-import type { ResolvedConfig } from "./config.ts";
+import type { DeploySpec, GatewayFrame, Gpu, Hotkey, InstanceAnnouncement } from "../protocol/index.ts";
+import { deployableEngines, type ResolvedConfig } from "./config.ts";
 import { GatewayConnection } from "./connection.ts";
-import { createEngine, type Engine } from "./engines/index.ts";
-import { EngineError } from "./engines/types.ts";
+import { decideOffer } from "./deploy.ts";
+import { createEngine, type EngineConfig } from "./engines/index.ts";
+import { detectGpus } from "./gpus.ts";
+import { loadHotkey } from "./hotkey.ts";
+import { JobRunner, type ServedInstance } from "./job-runner.ts";
 import { log } from "./log.ts";
+import { writeStatusFile, type AgentStatus } from "./status.ts";
 
-interface Instance {
+interface Instance extends ServedInstance {
+  /** Launched on a deploy offer. */
+  managed: boolean;
+  gpus: number[];
+  /** Being undeployed: takes no new jobs. */
+  draining: boolean;
+}
+
+interface Deploying {
+  offerId: string;
   chute: string;
-  instanceId: string;
-  engine: Engine;
-  active: number;
+  gpus: number[];
+  since: number;
 }
 
-interface RunningJob {
-  id: string;
-  instance: Instance;
-  abort: AbortController;
-  startedAt: number;
-  ttftMs: number | null;
-  pendingText: string;
-  pendingTokens: number;
-  /** Tool-call pieces and logprobs waiting for the next frame (jobs that asked for them). */
-  pendingToolCalls: ToolCallDelta[];
-  pendingLogprobs: TokenLogprob[];
-  sentTokens: number;
-  /** The prompt's token count (and logprobs, when asked for), sent with the first chunk. */
-  promptTokens: number | undefined;
-  promptLogprobs: TokenLogprob[] | undefined;
-  flushScheduled: boolean;
-}
-
-/** Embedding vectors are sent in frames of at most about this many bytes (the frame limit is 1 MiB). */
-const EMBEDDING_FRAME_BYTES = 512 * 1024;
-/** Deltas are coalesced into one frame until this many bytes are pending. */
-const MAX_PENDING_BYTES = 256 * 1024;
-/** While the socket has this much queued, keep coalescing instead of sending more frames. */
-const SOCKET_HIGH_WATER = 1 << 20;
+const STATUS_EVERY_MS = 2_000;
 
 /**
- * The miner agent: runs one engine per served chute instance, takes jobs from the gateway,
- * streams their tokens back (deltas that arrive together go out as one frame), and cancels
- * generation when the gateway says the client went away.
+ * The miner agent: runs one engine per served chute instance (configured ones, plus those
+ * launched on the scaler's deploy offers), takes jobs from the gateway, and drains on SIGTERM.
  */
 export class MinerAgent {
   private readonly instances = new Map<string, Instance>();
-  private readonly jobs = new Map<string, RunningJob>();
+  private readonly deploying = new Map<string, Deploying>();
   private draining = false;
-  private readonly conn: GatewayConnection;
+  private conn: GatewayConnection | null = null;
+  private readonly runner = new JobRunner(
+    (frame) => this.conn?.send(frame) ?? false,
+    () => this.conn?.bufferedAmount ?? 0,
+  );
+  private hotkey: Hotkey | null = null;
+  private gpus: Gpu[] = [];
+  private readonly startedAt = new Date();
+  private statusTimer: NodeJS.Timeout | null = null;
 
-  constructor(private readonly config: ResolvedConfig) {
-    this.conn = new GatewayConnection({
-      gateway: config.gateway,
-      minerId: config.minerId,
-      token: config.token,
-      heartbeatMs: config.heartbeatMs,
-      onReady: () => this.announce(),
-      onFrame: (frame) => this.onFrame(frame),
-      onLost: () => this.abortAll("gateway connection lost"),
-    });
-  }
+  constructor(private readonly config: ResolvedConfig) {}
 
-  /** Load every engine, then connect. */
+  /** Load the hotkey and every configured engine, then connect. */
   async start(): Promise<void> {
+    const hotkey = await loadHotkey(this.config.hotkeyFile);
+    this.hotkey = hotkey;
+    this.gpus = this.config.gpus === "auto" ? await detectGpus() : this.config.gpus;
+    log.info("agent.starting", { hotkey: hotkey.address, gpus: this.gpus.length, offers: deployableEngines(this.config) });
     for (const inst of this.config.instances) {
-      const t0 = Date.now();
-      const engine = await createEngine(inst.engine);
-      this.instances.set(inst.instanceId, { chute: inst.chute, instanceId: inst.instanceId, engine, active: 0 });
-      log.info("engine.ready", {
-        chute: inst.chute,
-        instanceId: inst.instanceId,
-        kind: engine.kind,
-        capacity: engine.capacity,
-        loadMs: Date.now() - t0,
-      });
+      const instanceId = inst.instanceId ?? `${hotkey.address}:${inst.chute}`;
+      await this.launch(instanceId, inst.chute, inst.engine, inst.gpus, false);
     }
+    const engines = deployableEngines(this.config);
+    this.conn = new GatewayConnection({
+      gateway: this.config.gateway,
+      hotkey,
+      gpus: this.gpus,
+      ...(engines.length ? { offers: { engines } } : {}),
+      heartbeatMs: this.config.heartbeatMs,
+      onReady: () => {
+        this.announce();
+        this.writeStatus();
+      },
+      onFrame: (frame) => this.onFrame(frame),
+      onLost: () => {
+        this.runner.abortAll("gateway connection lost");
+        this.writeStatus();
+      },
+    });
     this.conn.start();
+    this.statusTimer = setInterval(() => this.writeStatus(), STATUS_EVERY_MS);
+    this.statusTimer.unref();
+    this.writeStatus();
   }
 
   /** Stop taking work, finish in-flight jobs (up to the drain timeout), then disconnect. */
   async drain(): Promise<void> {
     if (this.draining) return;
     this.draining = true;
-    log.info("agent.draining", { inflight: this.jobs.size });
-    this.conn.send({ type: "capacity", instances: [] });
+    log.info("agent.draining", { inflight: this.runner.inflight });
+    this.conn?.send({ type: "capacity", instances: [] });
+    this.writeStatus();
     const deadline = Date.now() + this.config.drainTimeoutMs;
-    while (this.jobs.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    this.abortAll("drain timeout");
-    await this.conn.stop();
+    while (this.runner.inflight > 0 && Date.now() < deadline) await sleep(50);
+    this.runner.abortAll("drain timeout");
+    await this.conn?.stop();
+    if (this.statusTimer) clearInterval(this.statusTimer);
     for (const inst of this.instances.values()) await inst.engine.close();
+    this.writeStatus();
     log.info("agent.stopped", {});
   }
 
+  private async launch(instanceId: string, chute: string, config: EngineConfig, gpus: number[], managed: boolean): Promise<void> {
+    const t0 = Date.now();
+    const engine = await createEngine(config);
+    this.instances.set(instanceId, { chute, instanceId, engine, active: 0, managed, gpus, draining: false, requestsServed: 0, tokensServed: 0 });
+    log.info("engine.ready", { chute, instanceId, kind: engine.kind, capacity: engine.capacity, managed, loadMs: Date.now() - t0 });
+  }
+
   private announce(): void {
-    const instances = this.draining
+    const instances: InstanceAnnouncement[] = this.draining
       ? []
-      : [...this.instances.values()].map((i) => ({
-          instanceId: i.instanceId,
-          chute: i.chute,
-          maxConcurrency: i.engine.capacity,
-        }));
-    this.conn.send({ type: "capacity", instances });
+      : [...this.instances.values()]
+          .filter((i) => !i.draining)
+          .map((i) => ({
+            instanceId: i.instanceId,
+            chute: i.chute,
+            maxConcurrency: i.engine.capacity,
+            ...(i.managed ? { managed: true } : {}),
+            ...(i.gpus.length ? { gpus: i.gpus } : {}),
+          }));
+    this.conn?.send({ type: "capacity", instances });
   }
 
-  private onFrame(frame: Extract<GatewayFrame, { type: "job" | "cancel" }>): void {
-    if (frame.type === "cancel") {
-      const job = this.jobs.get(frame.id);
-      if (job) job.abort.abort(new Error("cancelled by gateway"));
-      return;
-    }
-    const inst = this.instances.get(frame.instanceId);
-    if (!inst || this.draining) {
-      this.conn.send({ type: "error", id: frame.id, code: "no_capacity", message: "Instance not served here.", retryable: true });
-      return;
-    }
-    if (inst.active >= inst.engine.capacity || this.jobs.has(frame.id)) {
-      this.conn.send({ type: "error", id: frame.id, code: "capacity_exceeded", message: "Instance is full.", retryable: true });
-      return;
-    }
-    void this.run(inst, frame.id, frame.spec, frame.traceId);
-  }
-
-  private async run(inst: Instance, id: string, spec: JobSpec, traceId: string | undefined): Promise<void> {
-    const job: RunningJob = {
-      id,
-      instance: inst,
-      abort: new AbortController(),
-      startedAt: performance.now(),
-      ttftMs: null,
-      pendingText: "",
-      pendingTokens: 0,
-      pendingToolCalls: [],
-      pendingLogprobs: [],
-      sentTokens: 0,
-      promptTokens: undefined,
-      promptLogprobs: undefined,
-      flushScheduled: false,
-    };
-    this.jobs.set(id, job);
-    inst.active++;
-    let outcome = "ok";
-    let usage: Usage = { promptTokens: 0, completionTokens: 0 };
-    try {
-      if (spec.kind === "completion" && spec.embedding) {
-        usage = await this.embed(job, spec.embedding.input);
-        if (job.abort.signal.aborted) {
-          outcome = "cancelled";
+  private onFrame(frame: Extract<GatewayFrame, { type: "job" | "cancel" | "deploy" | "undeploy" }>): void {
+    switch (frame.type) {
+      case "cancel":
+        return this.runner.cancel(frame.id);
+      case "deploy":
+        return void this.onDeploy(frame.offerId, frame.spec);
+      case "undeploy":
+        return void this.undeploy(frame.instanceId, frame.reason);
+      case "job": {
+        const inst = this.instances.get(frame.instanceId);
+        if (!inst || inst.draining || this.draining) {
+          this.conn?.send({ type: "error", id: frame.id, code: "no_capacity", message: "Instance not served here.", retryable: true });
           return;
         }
-        this.conn.send({ type: "done", id, finishReason: "stop", usage, timings: { ttftMs: job.ttftMs, durationMs: performance.now() - job.startedAt } });
-        return;
+        if (inst.active >= inst.engine.capacity || this.runner.has(frame.id)) {
+          this.conn?.send({ type: "error", id: frame.id, code: "capacity_exceeded", message: "Instance is full.", retryable: true });
+          return;
+        }
+        void this.runner.run(inst, frame.id, frame.spec, frame.traceId);
       }
-      const result = await inst.engine.generate(spec, {
-        signal: job.abort.signal,
-        onDelta: (text, tokens, logprobs) => this.onDelta(job, text, tokens, logprobs),
-        onToolCall: (delta, tokens) => this.onToolCall(job, delta, tokens),
-        onPrompt: (n) => {
-          job.promptTokens = n;
-        },
-        onPromptLogprobs: (logprobs) => {
-          job.promptLogprobs = logprobs;
-        },
-      });
-      usage = { promptTokens: result.promptTokens, completionTokens: result.completionTokens };
-      if (result.cachedPromptTokens !== undefined) usage.cachedPromptTokens = result.cachedPromptTokens;
-      if (job.abort.signal.aborted) {
-        outcome = "cancelled";
-        return;
-      }
-      this.flush(job);
-      this.conn.send({
-        type: "done",
-        id,
-        finishReason: result.finishReason,
-        usage,
-        timings: { ttftMs: job.ttftMs, durationMs: performance.now() - job.startedAt },
-      });
-    } catch (err) {
-      if (job.abort.signal.aborted) {
-        outcome = "cancelled";
-        return;
-      }
-      outcome = "error";
-      this.flush(job);
-      const message = err instanceof Error ? err.message : String(err);
-      const retryable = job.sentTokens === 0 && (!(err instanceof EngineError) || err.retryable);
-      const code = err instanceof EngineError ? err.code : "engine_error";
-      this.conn.send({ type: "error", id, code, message: message.slice(0, 4000), retryable });
-    } finally {
-      this.jobs.delete(id);
-      inst.active--;
-      log.info("job.end", {
-        id,
-        traceId,
-        chute: inst.chute,
-        instanceId: inst.instanceId,
-        outcome,
-        promptTokens: usage.promptTokens,
-        completionTokens: outcome === "ok" ? usage.completionTokens : job.sentTokens + job.pendingTokens,
-        ttftMs: job.ttftMs,
-        durationMs: Math.round(performance.now() - job.startedAt),
-      });
     }
   }
 
-  /** An embedding job: vectors go out in chunk frames of bounded size, then usage in `done`. */
-  private async embed(job: RunningJob, input: readonly string[]): Promise<{ promptTokens: number; completionTokens: number }> {
-    const engine = job.instance.engine;
-    if (!engine.embed) throw new EngineError(`the ${engine.kind} engine does not embed`, false, "invalid_request");
-    const { vectors, promptTokens } = await engine.embed(input, job.abort.signal);
-    if (vectors.length !== input.length) throw new EngineError("the engine returned a vector count unlike the input count", false);
-    job.ttftMs = performance.now() - job.startedAt;
-    let batch: EmbeddingVector[] = [];
-    let bytes = 0;
-    const send = (): void => {
-      if (batch.length === 0 || job.abort.signal.aborted) return;
-      // `tokens` >= 1 per frame; the prompt tokens are in `done`.
-      this.conn.send({ type: "chunk", id: job.id, text: "", tokens: batch.length, embeddings: batch });
-      batch = [];
-      bytes = 0;
-    };
-    vectors.forEach((v, index) => {
-      const base64 = Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64");
-      if (bytes + base64.length > EMBEDDING_FRAME_BYTES) send();
-      batch.push({ index, base64 });
-      bytes += base64.length;
-    });
-    send();
-    return { promptTokens, completionTokens: 0 };
+  /** GPUs in use by instances or reserved by launches in progress. */
+  private usedGpus(): Set<number> {
+    const used = new Set<number>();
+    for (const i of this.instances.values()) i.gpus.forEach((g) => used.add(g));
+    for (const d of this.deploying.values()) d.gpus.forEach((g) => used.add(g));
+    return used;
   }
 
-  private onDelta(job: RunningJob, text: string, tokens: number, logprobs?: TokenLogprob[]): void {
-    if (job.abort.signal.aborted) return;
-    // Text after tool-call pieces goes out in a later frame, so the client sees them in order.
-    if (job.pendingToolCalls.length > 0) this.flush(job);
-    if (job.ttftMs === null) job.ttftMs = performance.now() - job.startedAt;
-    job.pendingText += text;
-    job.pendingTokens += tokens;
-    if (logprobs) job.pendingLogprobs.push(...logprobs);
-    this.scheduleFlush(job);
-  }
-
-  /** Tool-call pieces: argument text of one call is merged while it waits for a frame. */
-  private onToolCall(job: RunningJob, delta: ToolCallDelta, tokens: number): void {
-    if (job.abort.signal.aborted) return;
-    if (job.ttftMs === null) job.ttftMs = performance.now() - job.startedAt;
-    const last = job.pendingToolCalls.at(-1);
-    // A call's first piece (id, name, empty arguments) stays apart, as OpenAI streams it.
-    if (last && last.index === delta.index && last.id === undefined && delta.id === undefined) last.arguments += delta.arguments;
-    else job.pendingToolCalls.push({ ...delta });
-    job.pendingTokens += tokens;
-    this.scheduleFlush(job);
-  }
-
-  private scheduleFlush(job: RunningJob): void {
-    const bytes = job.pendingText.length + job.pendingToolCalls.reduce((n, c) => n + c.arguments.length, 0);
-    if (bytes >= MAX_PENDING_BYTES) return this.flush(job);
-    if (!job.flushScheduled) {
-      job.flushScheduled = true;
-      setImmediate(() => this.scheduledFlush(job));
-    }
-  }
-
-  private scheduledFlush(job: RunningJob): void {
-    job.flushScheduled = false;
-    if (this.conn.bufferedAmount > SOCKET_HIGH_WATER && this.jobs.has(job.id)) {
-      job.flushScheduled = true;
-      setTimeout(() => this.scheduledFlush(job), 5);
+  /** A deploy offer: accept or decline at once, then launch, health-check and announce. */
+  private async onDeploy(offerId: string, spec: DeploySpec): Promise<void> {
+    const reply = (status: "accepted" | "declined" | "ready" | "failed", extra: { instanceId?: string; message?: string } = {}) =>
+      this.conn?.send({ type: "deploy_status", offerId, status, ...extra });
+    const managed = [...this.instances.values()].filter((i) => i.managed).length + this.deploying.size;
+    let decline: string | null = null;
+    if (this.draining) decline = "the agent is draining";
+    else if (!this.config.deploy) decline = "the agent takes no deploy offers";
+    else if (managed >= this.config.deploy.maxInstances) decline = `already running ${managed} offered instance(s), the configured maximum`;
+    else if (this.deploying.has(offerId)) decline = "offer already taken";
+    const decision = decline ? null : await decideOffer(spec, this.config.deploy?.engines, this.gpus, this.usedGpus());
+    if (decision && !decision.ok) decline = decision.reason;
+    // The GPUs may have been taken by another offer while the model file was checked.
+    if (decision?.ok && decision.gpus.some((g) => this.usedGpus().has(g))) decline = "GPUs were taken meanwhile";
+    if (decline || !decision?.ok || !this.hotkey) {
+      log.info("deploy.declined", { offerId, chute: spec.chute, reason: decline });
+      reply("declined", { message: decline ?? "not ready" });
       return;
     }
-    this.flush(job);
+    const instanceId = `${this.hotkey.address}:${offerId}`;
+    this.deploying.set(offerId, { offerId, chute: spec.chute, gpus: decision.gpus, since: Date.now() });
+    reply("accepted", { instanceId });
+    log.info("deploy.accepted", { offerId, chute: spec.chute, instanceId, engine: decision.engine.kind, gpus: decision.gpus });
+    this.writeStatus();
+    try {
+      await this.launch(instanceId, spec.chute, decision.engine, decision.gpus, true);
+      this.deploying.delete(offerId);
+      if (this.draining) {
+        await this.instances.get(instanceId)?.engine.close();
+        this.instances.delete(instanceId);
+        reply("failed", { instanceId, message: "the agent began draining during the launch" });
+        return;
+      }
+      reply("ready", { instanceId });
+      this.announce();
+    } catch (err) {
+      this.deploying.delete(offerId);
+      const message = err instanceof Error ? err.message : String(err);
+      log.error("deploy.failed", { offerId, chute: spec.chute, error: message });
+      reply("failed", { instanceId, message: message.slice(0, 1000) });
+    }
+    this.writeStatus();
   }
 
-  /** Send what is pending as one chunk frame. */
-  private flush(job: RunningJob): void {
-    if (job.pendingTokens === 0 || job.abort.signal.aborted) return;
-    const first = job.sentTokens === 0
-      ? { ...(job.promptTokens !== undefined ? { promptTokens: job.promptTokens } : {}), ...(job.promptLogprobs ? { promptLogprobs: job.promptLogprobs } : {}) }
-      : {};
-    const toolCalls = job.pendingToolCalls.length > 0 ? { toolCalls: job.pendingToolCalls } : {};
-    const logprobs = job.pendingLogprobs.length > 0 ? { logprobs: job.pendingLogprobs } : {};
-    this.conn.send({ type: "chunk", id: job.id, text: job.pendingText, tokens: job.pendingTokens, ...first, ...toolCalls, ...logprobs });
-    job.sentTokens += job.pendingTokens;
-    job.pendingText = "";
-    job.pendingTokens = 0;
-    job.pendingToolCalls = [];
-    job.pendingLogprobs = [];
+  /** Stop announcing the instance, let its in-flight jobs finish, then free its engine and GPUs. */
+  private async undeploy(instanceId: string, reason: string): Promise<void> {
+    const inst = this.instances.get(instanceId);
+    if (!inst || inst.draining) return;
+    inst.draining = true;
+    log.info("undeploy.draining", { instanceId, chute: inst.chute, reason, inflight: inst.active });
+    this.announce();
+    const deadline = Date.now() + this.config.drainTimeoutMs;
+    while (inst.active > 0 && Date.now() < deadline) await sleep(50);
+    await inst.engine.close();
+    this.instances.delete(instanceId);
+    log.info("undeploy.done", { instanceId, chute: inst.chute });
+    this.writeStatus();
   }
 
-  private abortAll(reason: string): void {
-    for (const job of this.jobs.values()) job.abort.abort(new Error(reason));
+  private status(): AgentStatus {
+    const instances = [...this.instances.values()].map((i) => ({
+      instanceId: i.instanceId,
+      chute: i.chute,
+      engine: i.engine.kind,
+      managed: i.managed,
+      capacity: i.engine.capacity,
+      inflight: i.active,
+      draining: i.draining,
+      gpus: i.gpus,
+      requestsServed: i.requestsServed,
+      tokensServed: i.tokensServed,
+    }));
+    return {
+      pid: process.pid,
+      hotkey: this.hotkey?.address ?? "",
+      gateway: this.config.gateway,
+      connected: this.conn?.isReady ?? false,
+      draining: this.draining,
+      startedAt: this.startedAt.toISOString(),
+      updatedAt: new Date().toISOString(),
+      gpus: this.gpus,
+      instances,
+      deploying: [...this.deploying.values()].map((d) => ({ offerId: d.offerId, chute: d.chute, since: new Date(d.since).toISOString() })),
+      inflight: this.runner.inflight,
+      requestsServed: instances.reduce((n, i) => n + i.requestsServed, 0),
+      tokensServed: instances.reduce((n, i) => n + i.tokensServed, 0),
+    };
+  }
+
+  private writeStatus(): void {
+    writeStatusFile(this.config.statusFile, this.status()).catch((err: unknown) =>
+      log.warn("status.write_failed", { path: this.config.statusFile, error: String(err) }),
+    );
   }
 }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

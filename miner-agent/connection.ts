@@ -4,18 +4,25 @@ import {
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
   parseGatewayFrame,
+  signNonce,
   type AgentFrame,
+  type ChuteEngineKind,
   type GatewayFrame,
+  type Gpu,
+  type Hotkey,
 } from "../protocol/index.ts";
 import { log } from "./log.ts";
 
 export interface ConnectionOptions {
   gateway: string;
-  minerId: string;
-  token: string;
+  hotkey: Hotkey;
+  /** Reported with every authentication. */
+  gpus: Gpu[];
+  /** Engines the agent launches deploy offers with; absent = it takes no offers. */
+  offers?: { engines: ChuteEngineKind[] };
   /** Called after the gateway accepted the agent (on every reconnect). */
   onReady: () => void;
-  onFrame: (frame: Extract<GatewayFrame, { type: "job" | "cancel" }>) => void;
+  onFrame: (frame: Extract<GatewayFrame, { type: "job" | "cancel" | "deploy" | "undeploy" }>) => void;
   /** Called when an authenticated connection is lost; in-flight jobs are gone with it. */
   onLost: () => void;
   /** Heartbeat interval; default 10 s. */
@@ -91,7 +98,7 @@ export class GatewayConnection {
   private connect(): void {
     const url = new URL("/v1/miners/connect", this.opts.gateway);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    url.searchParams.set("miner", this.opts.minerId);
+    url.searchParams.set("miner", this.opts.hotkey.address);
     const ws = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES, handshakeTimeout: 10_000 });
     this.ws = ws;
     this.lastSeen = Date.now();
@@ -120,9 +127,11 @@ export class GatewayConnection {
         this.send({
           type: "auth",
           v: PROTOCOL_VERSION,
-          minerId: this.opts.minerId,
+          minerId: this.opts.hotkey.address,
           nonce: frame.nonce,
-          credential: { type: "token", token: this.opts.token },
+          credential: { type: "sr25519", signature: signNonce(this.opts.hotkey, frame.nonce, "connect") },
+          gpus: this.opts.gpus,
+          ...(this.opts.offers ? { offers: this.opts.offers } : {}),
         });
         return;
       case "welcome":
@@ -139,6 +148,8 @@ export class GatewayConnection {
         return;
       case "job":
       case "cancel":
+      case "deploy":
+      case "undeploy":
         this.opts.onFrame(frame);
     }
   }
@@ -149,7 +160,11 @@ export class GatewayConnection {
     this.ready = false;
     this.ws = null;
     if (this.heartbeat) clearInterval(this.heartbeat);
-    log.warn("gateway.closed", { code, reason });
+    if (code === CloseCode.authFailed) {
+      log.error("gateway.auth_refused", { hotkey: this.opts.hotkey.address, reason, hint: "is this hotkey registered with the gateway, and not banned?" });
+    } else {
+      log.warn("gateway.closed", { code, reason });
+    }
     if (wasReady) this.opts.onLost();
     if (this.stopped) return;
     if (code === CloseCode.versionMismatch) {

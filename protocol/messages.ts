@@ -16,15 +16,50 @@ export const InstanceAnnouncement = z.object({
   chute: Id,
   /** Max concurrent requests this instance runs (parallel sequences). */
   maxConcurrency: z.int().positive().max(1024),
+  /** True for instances the agent launched on a deploy offer (the scaler may undeploy them). */
+  managed: z.boolean().optional(),
+  /** Indices (into the agent's GPU inventory) of the GPUs this instance uses. */
+  gpus: z.array(z.int().nonnegative().max(255)).max(256).optional(),
 });
 export type InstanceAnnouncement = z.infer<typeof InstanceAnnouncement>;
 
+/** One GPU of the miner's host, as the agent reports it. */
+export const Gpu = z.object({
+  index: z.int().nonnegative().max(255),
+  /** Model name as the driver reports it, e.g. `NVIDIA H100 80GB HBM3`. */
+  name: z.string().min(1).max(128),
+  /** Total memory, MiB. */
+  vramMb: z.int().nonnegative().max(16 * 1024 * 1024),
+});
+export type Gpu = z.infer<typeof Gpu>;
+
+/** How a chute's model is served; the agent maps each kind to a launcher (built-in or a command). */
+export const ChuteEngineKind = z.enum(["llama-cpp", "vllm", "sglang", "openai-upstream"]);
+export type ChuteEngineKind = z.infer<typeof ChuteEngineKind>;
+
+/** What an instance of a chute needs, and what to run: sent to agents in deploy offers. */
+export const DeploySpec = z.object({
+  /** The chute's name (what clients call and what the agent announces). */
+  chute: Id,
+  modelRef: z.string().min(1).max(512),
+  engine: ChuteEngineKind,
+  contextLength: z.int().positive(),
+  concurrency: z.int().positive().max(1024),
+  gpu: z.object({
+    count: z.int().nonnegative().max(64),
+    minVramMb: z.int().nonnegative(),
+    /** Allowed GPU model substrings (case-insensitive); empty = any. */
+    types: z.array(z.string().min(1).max(64)).max(32),
+  }),
+});
+export type DeploySpec = z.infer<typeof DeploySpec>;
+
 /**
- * Credentials the agent proves its identity with. A discriminated union so that the
- * sr25519 hotkey signature can be added beside the per-miner token without touching the rest.
+ * The agent proves its identity by signing `hotkey:nonce:connect` with its sr25519 hotkey
+ * (see identity.ts); the hotkey is the frame's `minerId`.
  */
 export const Credential = z.discriminatedUnion("type", [
-  z.object({ type: z.literal("token"), token: z.string().min(16).max(256) }),
+  z.object({ type: z.literal("sr25519"), signature: z.string().regex(/^(0x)?[0-9a-fA-F]{128}$/) }),
 ]);
 export type Credential = z.infer<typeof Credential>;
 
@@ -34,6 +69,10 @@ export const GatewayFrame = z.discriminatedUnion("type", [
   z.object({ type: z.literal("welcome"), minerId: Id, sessionId: z.string() }),
   z.object({ type: z.literal("job"), id: JobId, instanceId: Id, spec: JobSpec, traceId: z.string().optional() }),
   z.object({ type: z.literal("cancel"), id: JobId }),
+  /** The scaler asks the agent to start an instance; it answers with `deploy_status`. */
+  z.object({ type: z.literal("deploy"), offerId: Id, spec: DeploySpec }),
+  /** Stop serving an instance: take no new jobs, finish in-flight ones, then free it. */
+  z.object({ type: z.literal("undeploy"), instanceId: Id, reason: z.string().max(256) }),
   z.object({ type: z.literal("ping"), t: z.number() }),
   z.object({ type: z.literal("pong"), t: z.number() }),
 ]);
@@ -81,8 +120,29 @@ export const JobEvent = z.discriminatedUnion("type", [JobChunk, JobDone, JobFail
 export type JobEvent = z.infer<typeof JobEvent>;
 
 export const AgentFrame = z.discriminatedUnion("type", [
-  z.object({ type: z.literal("auth"), v: z.int(), minerId: Id, nonce: z.string(), credential: Credential }),
+  z.object({
+    type: z.literal("auth"),
+    v: z.int(),
+    /** The hotkey's SS58 address. */
+    minerId: Id,
+    nonce: z.string().max(128),
+    credential: Credential,
+    /** The host's GPUs, and whether the agent takes deploy offers (and for which engines). */
+    gpus: z.array(Gpu).max(256).default([]),
+    offers: z.object({ engines: z.array(ChuteEngineKind).max(8) }).optional(),
+  }),
   z.object({ type: z.literal("capacity"), instances: z.array(InstanceAnnouncement).max(64) }),
+  /**
+   * A deploy offer's progress: accepted or declined at once; then ready (the instance was
+   * health-checked and is in the next capacity frame) or failed.
+   */
+  z.object({
+    type: z.literal("deploy_status"),
+    offerId: Id,
+    status: z.enum(["accepted", "declined", "ready", "failed"]),
+    instanceId: Id.optional(),
+    message: z.string().max(1024).optional(),
+  }),
   JobChunk,
   JobDone,
   JobFailed,

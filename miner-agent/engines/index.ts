@@ -6,6 +6,7 @@ type Factory<K extends EngineKind> = (config: Extract<EngineConfig, { kind: K }>
 const factories: { [K in EngineKind]: Factory<K> } = {
   "llama-cpp": async (config) => (await import("./llama-cpp.ts")).createLlamaCppEngine(config),
   "openai-upstream": async (config) => (await import("./openai-upstream.ts")).createOpenAIUpstreamEngine(config),
+  command: async (config) => (await import("./command.ts")).createCommandEngine(config),
 };
 
 export function createEngine(config: EngineConfig): Promise<Engine> {

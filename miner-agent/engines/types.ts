@@ -1,7 +1,7 @@
 import type { ErrorCode, FinishReason, JobSpec, TokenLogprob, ToolCallDelta } from "../../protocol/index.ts";
 
 /** Engine kinds the agent can run, as a literal union (never a free string). */
-export type EngineKind = "llama-cpp" | "openai-upstream";
+export type EngineKind = "llama-cpp" | "openai-upstream" | "command";
 
 export interface LlamaCppEngineConfig {
   kind: "llama-cpp";
@@ -30,7 +30,25 @@ export interface OpenAIUpstreamEngineConfig {
   idleTimeoutMs?: number;
 }
 
-export type EngineConfig = LlamaCppEngineConfig | OpenAIUpstreamEngineConfig;
+export interface CommandEngineConfig {
+  kind: "command";
+  /** The command line, split on whitespace (no shell); placeholders {model} {port} {context} {gpus}. */
+  command: string;
+  /** Model name substituted for {model} and sent upstream. */
+  model: string;
+  /** Fixed port; by default a free one. */
+  port?: number;
+  /** Polled with GET until it answers 2xx before the engine counts as ready. */
+  healthPath: string;
+  startupTimeoutMs: number;
+  parallel: number;
+  env: Record<string, string>;
+  /** Context length substituted for {context}; GPU indices for {gpus} and CUDA_VISIBLE_DEVICES. */
+  contextLength?: number;
+  gpus?: number[];
+}
+
+export type EngineConfig = LlamaCppEngineConfig | OpenAIUpstreamEngineConfig | CommandEngineConfig;
 
 export interface GenerateHooks {
   /**

@@ -1,5 +1,5 @@
 import { sql } from "drizzle-orm";
-import { index, integer, sqliteTable, text } from "drizzle-orm/sqlite-core";
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 /**
  * The catalog, in D1. Money is integer nano-USD (1 USD = 1e9); prices are nano-USD per
@@ -72,15 +72,21 @@ export const apiKeys = sqliteTable(
   (t) => [index("api_keys_account_idx").on(t.accountId)],
 );
 
-export const chutes = sqliteTable("chutes", {
+/** How a chute's model is served; miners map each kind to a way of launching it (see the agent's `deploy` config). */
+export const CHUTE_ENGINES = ["llama-cpp", "vllm", "sglang", "openai-upstream"] as const;
+export type ChuteEngine = (typeof CHUTE_ENGINES)[number];
+
+export const chutes = sqliteTable(
+  "chutes",
+  {
   id: text("id").primaryKey(),
-  /** The name clients pass as `model`, e.g. `sluice/tiny-chat`. */
-  name: text("name").notNull().unique(),
+  /** The name clients pass as `model`, e.g. `sluice/tiny-chat`; unique among chutes not deleted. */
+  name: text("name").notNull(),
   ownerAccountId: text("owner_account_id")
     .notNull()
     .references(() => accounts.id),
   modelRef: text("model_ref").notNull(),
-  engine: text("engine", { enum: ["llama-cpp", "openai-upstream"] }).notNull(),
+  engine: text("engine", { enum: CHUTE_ENGINES }).notNull(),
   contextLength: integer("context_length").notNull(),
   maxOutputTokens: integer("max_output_tokens").notNull(),
   promptPriceNanoPerM: integer("prompt_price_nano_per_m").notNull().default(0),
@@ -103,20 +109,57 @@ export const chutes = sqliteTable("chutes", {
     .default("unknown"),
   /** When the chute stops being served (ISO date), or null. */
   deprecationDate: text("deprecation_date"),
+  // What an instance needs (deploy offers go to miners with matching free GPUs).
+  /** GPUs per instance; 0 = runs on CPU. */
+  gpuCount: integer("gpu_count").notNull().default(0),
+  /** Minimum memory of each GPU, in MiB. */
+  minVramMb: integer("min_vram_mb").notNull().default(0),
+  /** JSON array of allowed GPU model substrings (e.g. ["h100","a100"]); empty = any. */
+  gpuTypes: text("gpu_types").notNull().default("[]"),
+  /** Set when the chute was deleted: it is no longer listed or callable, and its instances drain. */
+  deletedAt: integer("deleted_at"),
+  updatedAt: integer("updated_at"),
   createdAt: createdAt(),
-});
+  },
+  (t) => [uniqueIndex("chutes_live_name_idx").on(t.name).where(sql`deleted_at IS NULL`), index("chutes_owner_idx").on(t.ownerAccountId)],
+);
 
+/**
+ * The miner registry: who may connect. A miner is its sr25519 hotkey (SS58 address); the
+ * operator adds or bans miners, or imports a metagraph snapshot.
+ */
 export const miners = sqliteTable("miners", {
+  /** The hotkey's SS58 address. */
   id: text("id").primaryKey(),
   name: text("name").notNull().default(""),
-  /** SHA-256 of the miner's secret token, hex (until hotkey identity replaces it). */
-  tokenHash: text("token_hash").notNull(),
-  status: text("status", { enum: ["active", "banned"] })
+  coldkey: text("coldkey"),
+  /** The miner's uid on the subnet (metagraph imports). */
+  uid: integer("uid"),
+  /** Who registered it: the operator, or a metagraph snapshot import. */
+  source: text("source", { enum: ["admin", "metagraph"] }).notNull().default("admin"),
+  /** banned: refused by the operator; deregistered: no longer in the imported metagraph. */
+  status: text("status", { enum: ["active", "banned", "deregistered"] })
     .notNull()
     .default("active"),
+  /** What the agent reported when it last connected: its GPUs (JSON) and whether it takes deploy offers. */
+  gpus: text("gpus").notNull().default("[]"),
+  acceptsOffers: integer("accepts_offers", { mode: "boolean" }).notNull().default(false),
+  /** Set while an agent is connected (its session id), for the scaler's search for miners. */
+  sessionId: text("session_id"),
   lastSeenAt: integer("last_seen_at"),
   createdAt: createdAt(),
 });
+
+/** Nonces miners signed for HTTP requests (e.g. earnings), kept until they expire so none is used twice. */
+export const minerNonces = sqliteTable(
+  "miner_nonces",
+  {
+    minerId: text("miner_id").notNull(),
+    nonce: text("nonce").notNull(),
+    expiresAt: integer("expires_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.minerId, t.nonce] }), index("miner_nonces_expiry_idx").on(t.expiresAt)],
+);
 
 export const invocations = sqliteTable(
   "invocations",

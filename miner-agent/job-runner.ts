@@ -1,0 +1,238 @@
+import type { AgentFrame, EmbeddingVector, JobSpec, TokenLogprob, ToolCallDelta, Usage } from "../protocol/index.ts";
+import type { Engine } from "./engines/index.ts";
+import { EngineError } from "./engines/types.ts";
+import { log } from "./log.ts";
+
+/** An instance as the job runner sees it: its engine and its counters. */
+export interface ServedInstance {
+  chute: string;
+  instanceId: string;
+  engine: Engine;
+  active: number;
+  requestsServed: number;
+  tokensServed: number;
+}
+
+interface RunningJob {
+  id: string;
+  instance: ServedInstance;
+  abort: AbortController;
+  startedAt: number;
+  ttftMs: number | null;
+  pendingText: string;
+  pendingTokens: number;
+  /** Tool-call pieces and logprobs waiting for the next frame (jobs that asked for them). */
+  pendingToolCalls: ToolCallDelta[];
+  pendingLogprobs: TokenLogprob[];
+  sentTokens: number;
+  /** The prompt's token count (and logprobs, when asked for), sent with the first chunk. */
+  promptTokens: number | undefined;
+  promptLogprobs: TokenLogprob[] | undefined;
+  flushScheduled: boolean;
+}
+
+/** Embedding vectors are sent in frames of at most about this many bytes (the frame limit is 1 MiB). */
+const EMBEDDING_FRAME_BYTES = 512 * 1024;
+/** Deltas are coalesced into one frame until this many bytes are pending. */
+const MAX_PENDING_BYTES = 256 * 1024;
+/** While the socket has this much queued, keep coalescing instead of sending more frames. */
+const SOCKET_HIGH_WATER = 1 << 20;
+
+/**
+ * Runs jobs on engines and streams their output back: deltas that arrive together go out as
+ * one frame, the socket's backlog is bounded, and a cancel stops generation.
+ */
+export class JobRunner {
+  private readonly jobs = new Map<string, RunningJob>();
+
+  constructor(
+    private readonly send: (frame: AgentFrame) => boolean,
+    private readonly bufferedAmount: () => number,
+  ) {}
+
+  get inflight(): number {
+    return this.jobs.size;
+  }
+
+  has(id: string): boolean {
+    return this.jobs.has(id);
+  }
+
+  cancel(id: string): void {
+    this.jobs.get(id)?.abort.abort(new Error("cancelled by gateway"));
+  }
+
+  abortAll(reason: string): void {
+    for (const job of this.jobs.values()) job.abort.abort(new Error(reason));
+  }
+
+  async run(inst: ServedInstance, id: string, spec: JobSpec, traceId: string | undefined): Promise<void> {
+    const job: RunningJob = {
+      id,
+      instance: inst,
+      abort: new AbortController(),
+      startedAt: performance.now(),
+      ttftMs: null,
+      pendingText: "",
+      pendingTokens: 0,
+      pendingToolCalls: [],
+      pendingLogprobs: [],
+      sentTokens: 0,
+      promptTokens: undefined,
+      promptLogprobs: undefined,
+      flushScheduled: false,
+    };
+    this.jobs.set(id, job);
+    inst.active++;
+    let outcome = "ok";
+    let usage: Usage = { promptTokens: 0, completionTokens: 0 };
+    try {
+      if (spec.kind === "completion" && spec.embedding) {
+        usage = await this.embed(job, spec.embedding.input);
+        if (job.abort.signal.aborted) {
+          outcome = "cancelled";
+          return;
+        }
+        this.send({ type: "done", id, finishReason: "stop", usage, timings: { ttftMs: job.ttftMs, durationMs: performance.now() - job.startedAt } });
+        return;
+      }
+      const result = await inst.engine.generate(spec, {
+        signal: job.abort.signal,
+        onDelta: (text, tokens, logprobs) => this.onDelta(job, text, tokens, logprobs),
+        onToolCall: (delta, tokens) => this.onToolCall(job, delta, tokens),
+        onPrompt: (n) => {
+          job.promptTokens = n;
+        },
+        onPromptLogprobs: (logprobs) => {
+          job.promptLogprobs = logprobs;
+        },
+      });
+      usage = { promptTokens: result.promptTokens, completionTokens: result.completionTokens };
+      if (result.cachedPromptTokens !== undefined) usage.cachedPromptTokens = result.cachedPromptTokens;
+      if (job.abort.signal.aborted) {
+        outcome = "cancelled";
+        return;
+      }
+      this.flush(job);
+      this.send({
+        type: "done",
+        id,
+        finishReason: result.finishReason,
+        usage,
+        timings: { ttftMs: job.ttftMs, durationMs: performance.now() - job.startedAt },
+      });
+    } catch (err) {
+      if (job.abort.signal.aborted) {
+        outcome = "cancelled";
+        return;
+      }
+      outcome = "error";
+      this.flush(job);
+      const message = err instanceof Error ? err.message : String(err);
+      const retryable = job.sentTokens === 0 && (!(err instanceof EngineError) || err.retryable);
+      const code = err instanceof EngineError ? err.code : "engine_error";
+      this.send({ type: "error", id, code, message: message.slice(0, 4000), retryable });
+    } finally {
+      this.jobs.delete(id);
+      inst.active--;
+      inst.requestsServed++;
+      inst.tokensServed += outcome === "ok" ? usage.completionTokens : job.sentTokens;
+      log.info("job.end", {
+        id,
+        traceId,
+        chute: inst.chute,
+        instanceId: inst.instanceId,
+        outcome,
+        promptTokens: usage.promptTokens,
+        completionTokens: outcome === "ok" ? usage.completionTokens : job.sentTokens + job.pendingTokens,
+        ttftMs: job.ttftMs,
+        durationMs: Math.round(performance.now() - job.startedAt),
+      });
+    }
+  }
+
+  /** An embedding job: vectors go out in chunk frames of bounded size, then usage in `done`. */
+  private async embed(job: RunningJob, input: readonly string[]): Promise<{ promptTokens: number; completionTokens: number }> {
+    const engine = job.instance.engine;
+    if (!engine.embed) throw new EngineError(`the ${engine.kind} engine does not embed`, false, "invalid_request");
+    const { vectors, promptTokens } = await engine.embed(input, job.abort.signal);
+    if (vectors.length !== input.length) throw new EngineError("the engine returned a vector count unlike the input count", false);
+    job.ttftMs = performance.now() - job.startedAt;
+    let batch: EmbeddingVector[] = [];
+    let bytes = 0;
+    const send = (): void => {
+      if (batch.length === 0 || job.abort.signal.aborted) return;
+      // `tokens` >= 1 per frame; the prompt tokens are in `done`.
+      this.send({ type: "chunk", id: job.id, text: "", tokens: batch.length, embeddings: batch });
+      batch = [];
+      bytes = 0;
+    };
+    vectors.forEach((v, index) => {
+      const base64 = Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64");
+      if (bytes + base64.length > EMBEDDING_FRAME_BYTES) send();
+      batch.push({ index, base64 });
+      bytes += base64.length;
+    });
+    send();
+    return { promptTokens, completionTokens: 0 };
+  }
+
+  private onDelta(job: RunningJob, text: string, tokens: number, logprobs?: TokenLogprob[]): void {
+    if (job.abort.signal.aborted) return;
+    // Text after tool-call pieces goes out in a later frame, so the client sees them in order.
+    if (job.pendingToolCalls.length > 0) this.flush(job);
+    if (job.ttftMs === null) job.ttftMs = performance.now() - job.startedAt;
+    job.pendingText += text;
+    job.pendingTokens += tokens;
+    if (logprobs) job.pendingLogprobs.push(...logprobs);
+    this.scheduleFlush(job);
+  }
+
+  /** Tool-call pieces: argument text of one call is merged while it waits for a frame. */
+  private onToolCall(job: RunningJob, delta: ToolCallDelta, tokens: number): void {
+    if (job.abort.signal.aborted) return;
+    if (job.ttftMs === null) job.ttftMs = performance.now() - job.startedAt;
+    const last = job.pendingToolCalls.at(-1);
+    // A call's first piece (id, name, empty arguments) stays apart, as OpenAI streams it.
+    if (last && last.index === delta.index && last.id === undefined && delta.id === undefined) last.arguments += delta.arguments;
+    else job.pendingToolCalls.push({ ...delta });
+    job.pendingTokens += tokens;
+    this.scheduleFlush(job);
+  }
+
+  private scheduleFlush(job: RunningJob): void {
+    const bytes = job.pendingText.length + job.pendingToolCalls.reduce((n, c) => n + c.arguments.length, 0);
+    if (bytes >= MAX_PENDING_BYTES) return this.flush(job);
+    if (!job.flushScheduled) {
+      job.flushScheduled = true;
+      setImmediate(() => this.scheduledFlush(job));
+    }
+  }
+
+  private scheduledFlush(job: RunningJob): void {
+    job.flushScheduled = false;
+    if (this.bufferedAmount() > SOCKET_HIGH_WATER && this.jobs.has(job.id)) {
+      job.flushScheduled = true;
+      setTimeout(() => this.scheduledFlush(job), 5);
+      return;
+    }
+    this.flush(job);
+  }
+
+  /** Send what is pending as one chunk frame. */
+  private flush(job: RunningJob): void {
+    if (job.pendingTokens === 0 || job.abort.signal.aborted) return;
+    const first = job.sentTokens === 0
+      ? { ...(job.promptTokens !== undefined ? { promptTokens: job.promptTokens } : {}), ...(job.promptLogprobs ? { promptLogprobs: job.promptLogprobs } : {}) }
+      : {};
+    const toolCalls = job.pendingToolCalls.length > 0 ? { toolCalls: job.pendingToolCalls } : {};
+    const logprobs = job.pendingLogprobs.length > 0 ? { logprobs: job.pendingLogprobs } : {};
+    this.send({ type: "chunk", id: job.id, text: job.pendingText, tokens: job.pendingTokens, ...first, ...toolCalls, ...logprobs });
+    job.sentTokens += job.pendingTokens;
+    job.pendingText = "";
+    job.pendingTokens = 0;
+    job.pendingToolCalls = [];
+    job.pendingLogprobs = [];
+  }
+
+}
