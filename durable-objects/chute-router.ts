@@ -15,7 +15,8 @@ import { DurableObject } from "cloudflare:workers";
  * The instance table, which changes rarely, is stored.
  */
 
-import type { AcquireRequest, AcquireResult, InstanceHealth, LeaseReport, RouterInstance, RouterSnapshot } from "./router-types.ts";
+import type { ChuteScaler } from "./chute-scaler.ts";
+import type { AcquireRequest, AcquireResult, InstanceHealth, LeaseReport, Percentiles, RouterInstance, RouterSnapshot } from "./router-types.ts";
 
 export type { AcquireRequest, AcquireResult, InstanceHealth, LeaseReport, RouterInstance, RouterSnapshot };
 
@@ -30,7 +31,11 @@ const DISABLE_MAX_MS = 60_000;
 /** An affinity instance is chosen while its load is within this much of the least loaded. */
 const AFFINITY_SLACK = 0.25;
 const MAX_PREFIX_ENTRIES = 20_000;
-const SCHEMA_VERSION = 1;
+/** Latency samples kept for percentiles. */
+const MAX_SAMPLES = 512;
+/** The scaler is told about refused requests at most this often. */
+const POKE_EVERY_MS = 2_000;
+const SCHEMA_VERSION = 2;
 
 interface Waiter {
   avoid: Set<string>;
@@ -49,6 +54,13 @@ export class ChuteRouter extends DurableObject<Env> {
   /** Prefix hash -> the instance that last served it (insertion order = recency). */
   private readonly prefixes = new Map<string, string>();
   private affinityHits = 0;
+  private requests = 0;
+  private refused = 0;
+  private readonly ttftSamples = new Ring(MAX_SAMPLES);
+  private readonly tpsSamples = new Ring(MAX_SAMPLES);
+  private pokedAt = 0;
+  /** This router's chute (its name), learnt from calls; the scaler is reached by it. */
+  private chuteId: string | null = null;
   /** When the lease-expiry alarm is armed for, or null. */
   private alarmAt: number | null = null;
 
@@ -64,15 +76,17 @@ export class ChuteRouter extends DurableObject<Env> {
     if (!row || row.value < SCHEMA_VERSION) {
       this.sql.exec(`CREATE TABLE IF NOT EXISTS instances (
         instance_id TEXT PRIMARY KEY, miner_id TEXT NOT NULL, max_concurrency INTEGER NOT NULL)`);
+      if (!row || row.value < 2) this.sql.exec("ALTER TABLE instances ADD COLUMN managed INTEGER NOT NULL DEFAULT 0");
       this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", SCHEMA_VERSION);
     }
-    for (const r of this.sql.exec<{ instance_id: string; miner_id: string; max_concurrency: number }>(
+    for (const r of this.sql.exec<{ instance_id: string; miner_id: string; max_concurrency: number; managed: number }>(
       "SELECT * FROM instances",
     )) {
       this.instances.set(r.instance_id, {
         instanceId: r.instance_id,
         minerId: r.miner_id,
         maxConcurrency: r.max_concurrency,
+        managed: r.managed === 1,
       });
     }
     this.sql.exec("DROP TABLE IF EXISTS leases"); // stored by earlier versions
@@ -82,8 +96,11 @@ export class ChuteRouter extends DurableObject<Env> {
   async acquire(req: AcquireRequest): Promise<AcquireResult> {
     const avoid = new Set(req.avoid);
     const prefixes = req.prefixes ?? [];
+    if (req.chute) this.chuteId = req.chute;
+    this.requests++;
     const now = this.tryAcquire(avoid, prefixes);
-    if (now.ok || now.code === "no_capacity" || req.waitMs <= 0) return now;
+    if (now.ok) return now;
+    if (now.code === "no_capacity" || req.waitMs <= 0) return this.refuse(now);
     return new Promise<AcquireResult>((resolve) => {
       const waiter: Waiter = {
         avoid,
@@ -91,11 +108,29 @@ export class ChuteRouter extends DurableObject<Env> {
         resolve,
         timer: setTimeout(() => {
           this.waiters = this.waiters.filter((w) => w !== waiter);
-          resolve({ ok: false, code: "capacity_exceeded" });
+          resolve(this.refuse({ ok: false, code: "capacity_exceeded" }));
         }, req.waitMs),
       };
       this.waiters.push(waiter);
     });
+  }
+
+  /** Count a request turned away for lack of capacity, and let the chute's scaler know soon. */
+  private refuse(r: AcquireResult): AcquireResult {
+    this.refused++;
+    this.pokeScaler();
+    return r;
+  }
+
+  private pokeScaler(): void {
+    const now = Date.now();
+    const chuteId = this.chuteId;
+    // (Harnesses such as bench/router run the router without a scaler.)
+    const ns: DurableObjectNamespace<ChuteScaler> | undefined = this.env.CHUTE_SCALER;
+    if (chuteId === null || ns === undefined || now - this.pokedAt < POKE_EVERY_MS) return;
+    this.pokedAt = now;
+    const scaler = ns.get(ns.idFromName(chuteId));
+    this.ctx.waitUntil(scaler.poke(chuteId).catch(() => undefined));
   }
 
   /** Give a slot back, with how the request went. Idempotent: releasing an unknown lease does nothing. */
@@ -111,20 +146,27 @@ export class ChuteRouter extends DurableObject<Env> {
   }
 
   /** Replace the instances one miner serves for this chute (an empty list removes them all). */
-  register(minerId: string, instances: { instanceId: string; maxConcurrency: number }[]): void {
-    for (const inst of [...this.instances.values()]) {
-      if (inst.minerId === minerId) this.removeInstance(inst.instanceId);
+  register(minerId: string, instances: { instanceId: string; maxConcurrency: number; managed?: boolean }[], chuteId?: string): void {
+    if (chuteId) this.chuteId = chuteId;
+    const before = new Set([...this.instances.values()].filter((i) => i.minerId === minerId).map((i) => i.instanceId));
+    for (const id of before) {
+      if (!instances.some((i) => i.instanceId === id)) this.removeInstance(id);
     }
-    for (const { instanceId, maxConcurrency } of instances) {
-      this.instances.set(instanceId, { instanceId, minerId, maxConcurrency });
+    for (const { instanceId, maxConcurrency, managed = false } of instances) {
+      const known = this.instances.get(instanceId);
+      // Re-announcing an instance keeps its health (e.g. when the agent adds another instance).
+      if (known && known.minerId === minerId && known.maxConcurrency === maxConcurrency && known.managed === managed) continue;
+      this.instances.set(instanceId, { instanceId, minerId, maxConcurrency, managed });
       this.sql.exec(
-        "INSERT OR REPLACE INTO instances (instance_id, miner_id, max_concurrency) VALUES (?, ?, ?)",
+        "INSERT OR REPLACE INTO instances (instance_id, miner_id, max_concurrency, managed) VALUES (?, ?, ?, ?)",
         instanceId,
         minerId,
         maxConcurrency,
+        managed ? 1 : 0,
       );
     }
     this.serveWaiters();
+    this.pokeScaler();
   }
 
   /** Drop one instance (its miner went away or failed a job before its first token). */
@@ -143,6 +185,12 @@ export class ChuteRouter extends DurableObject<Env> {
       })),
       waiting: this.waiters.length,
       affinityHits: this.affinityHits,
+      stats: {
+        requests: this.requests,
+        refused: this.refused,
+        ttftMs: this.ttftSamples.percentiles(),
+        tokensPerSecond: this.tpsSamples.percentiles(),
+      },
     };
   }
 
@@ -172,8 +220,15 @@ export class ChuteRouter extends DurableObject<Env> {
     h.consecutiveFailures = 0;
     h.disabledUntil = null;
     h.served++;
-    if (r.ttftMs != null) h.ttftMs = ewma(h.ttftMs, r.ttftMs);
-    if (r.tokens && r.streamMs && r.tokens > 1 && r.streamMs > 0) h.tokensPerSecond = ewma(h.tokensPerSecond, (r.tokens * 1000) / r.streamMs);
+    if (r.ttftMs != null) {
+      h.ttftMs = ewma(h.ttftMs, r.ttftMs);
+      this.ttftSamples.push(r.ttftMs);
+    }
+    if (r.tokens && r.streamMs && r.tokens > 1 && r.streamMs > 0) {
+      const tps = (r.tokens * 1000) / r.streamMs;
+      h.tokensPerSecond = ewma(h.tokensPerSecond, tps);
+      this.tpsSamples.push(tps);
+    }
   }
 
   override async alarm(): Promise<void> {
@@ -276,5 +331,26 @@ export class ChuteRouter extends DurableObject<Env> {
   private armAlarm(at: number): void {
     this.alarmAt = at;
     void this.ctx.storage.setAlarm(at);
+  }
+}
+
+/** The most recent `size` values, for percentiles. */
+class Ring {
+  private readonly values: number[] = [];
+  private next = 0;
+
+  constructor(private readonly size: number) {}
+
+  push(v: number): void {
+    if (this.values.length < this.size) this.values.push(v);
+    else this.values[this.next] = v;
+    this.next = (this.next + 1) % this.size;
+  }
+
+  percentiles(): Percentiles | null {
+    if (this.values.length === 0) return null;
+    const sorted = [...this.values].sort((a, b) => a - b);
+    const at = (q: number) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! * 10) / 10;
+    return { p50: at(0.5), p90: at(0.9), p99: at(0.99), samples: sorted.length };
   }
 }

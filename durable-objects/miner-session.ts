@@ -332,6 +332,7 @@ export class MinerSession extends DurableObject<Env> {
           instances
             .filter((i) => i.chute === chute)
             .map((i) => ({ instanceId: i.instanceId, maxConcurrency: i.maxConcurrency, managed: i.managed === true })),
+          chute,
         ),
       ),
     );
@@ -370,7 +371,7 @@ export class MinerSession extends DurableObject<Env> {
       job.controller.close();
     }
     for (const chute of new Set(att.instances.map((i) => i.chute))) {
-      this.ctx.waitUntil(this.router(chute).register(att.minerId, []));
+      this.ctx.waitUntil(this.router(chute).register(att.minerId, [], chute));
     }
     this.ctx.waitUntil(clearSession(this.env.DB, att.minerId, att.sessionId));
     setAttachment(ws, { ...att, state: "challenged", instances: [] });

@@ -4,9 +4,20 @@ export interface RouterInstance {
   instanceId: string;
   minerId: string;
   maxConcurrency: number;
+  /** Launched on a deploy offer (the scaler may undeploy it). */
+  managed: boolean;
+}
+
+export interface Percentiles {
+  p50: number;
+  p90: number;
+  p99: number;
+  samples: number;
 }
 
 export interface AcquireRequest {
+  /** The chute's id (the router's name), so a refusal can wake the chute's scaler. */
+  chute?: string;
   /** Instances not to use (they already failed this request). */
   avoid: string[];
   /** How long to wait for a free slot when all are busy. */
@@ -45,4 +56,12 @@ export interface RouterSnapshot {
   instances: (RouterInstance & { inflight: number; health: InstanceHealth })[];
   waiting: number;
   affinityHits: number;
+  stats: {
+    /** Acquire calls since the router started, and those refused for lack of capacity (monotonic). */
+    requests: number;
+    refused: number;
+    /** Over the most recent served requests. */
+    ttftMs: Percentiles | null;
+    tokensPerSecond: Percentiles | null;
+  };
 }

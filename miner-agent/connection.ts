@@ -160,10 +160,9 @@ export class GatewayConnection {
     this.ready = false;
     this.ws = null;
     if (this.heartbeat) clearInterval(this.heartbeat);
+    log.warn("gateway.closed", { code, reason });
     if (code === CloseCode.authFailed) {
       log.error("gateway.auth_refused", { hotkey: this.opts.hotkey.address, reason, hint: "is this hotkey registered with the gateway, and not banned?" });
-    } else {
-      log.warn("gateway.closed", { code, reason });
     }
     if (wasReady) this.opts.onLost();
     if (this.stopped) return;

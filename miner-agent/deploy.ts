@@ -1,6 +1,6 @@
 import { access } from "node:fs/promises";
 import { isAbsolute, relative, resolve } from "node:path";
-import type { DeploySpec, Gpu } from "../protocol/index.ts";
+import { pickGpus, type DeploySpec, type Gpu } from "../protocol/index.ts";
 import type { DeployEngines } from "./config.ts";
 import type { EngineConfig } from "./engines/types.ts";
 
@@ -10,24 +10,6 @@ import type { EngineConfig } from "./engines/types.ts";
  */
 
 export type OfferDecision = { ok: true; gpus: number[]; engine: EngineConfig } | { ok: false; reason: string };
-
-/** GPUs (indices) for an instance needing `need`, chosen among the free ones; null when there are too few. */
-export function pickGpus(need: DeploySpec["gpu"], inventory: Gpu[], used: ReadonlySet<number>): number[] | null {
-  if (need.count === 0) return [];
-  const types = need.types.map((t) => t.toLowerCase());
-  const fit = inventory.filter(
-    (g) =>
-      !used.has(g.index) &&
-      g.vramMb >= need.minVramMb &&
-      (types.length === 0 || types.some((t) => g.name.toLowerCase().includes(t))),
-  );
-  if (fit.length < need.count) return null;
-  // Smallest sufficient GPUs first, so larger ones stay free for chutes that need them.
-  return fit
-    .sort((a, b) => a.vramMb - b.vramMb || a.index - b.index)
-    .slice(0, need.count)
-    .map((g) => g.index);
-}
 
 export async function decideOffer(
   spec: DeploySpec,

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { makeSeed, seedStatements, type Seed, TINY_CHUTE } from "./lib/seed.ts";
+import { makeSeed, seedStatements, type Seed, TINY_CHUTE, writeMinerKey } from "./lib/seed.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 const STATE = `${ROOT}/.sluice`;
@@ -33,7 +33,14 @@ function wrangler(args: string[]): void {
 /** Reuse the dev secrets across restarts (the local D1 keeps them), or make new ones. */
 function loadOrMakeSeed(): Seed {
   const path = `${STATE}/secrets.json`;
-  if (existsSync(path)) return JSON.parse(readFileSync(path, "utf8")) as Seed;
+  if (existsSync(path)) {
+    const stored = JSON.parse(readFileSync(path, "utf8")) as Seed;
+    // State from before miners had hotkeys gets a new miner; everything else is kept.
+    if (stored.miners.every((m) => typeof m.secretSeed === "string")) return stored;
+    const seed = { ...stored, miners: makeSeed().miners };
+    writeFileSync(path, JSON.stringify(seed, null, 2), { mode: 0o600 });
+    return seed;
+  }
   const seed = makeSeed({ creditUsd: 10 });
   writeFileSync(path, JSON.stringify(seed, null, 2), { mode: 0o600 });
   return seed;
@@ -120,16 +127,19 @@ async function main(): Promise<void> {
   await waitFor("the gateway", async () => (await fetch(`${ORIGIN}/health`)).ok, 60_000);
 
   const miner = seed.miners[0]!;
+  await writeMinerKey(`${STATE}/miner-hotkey.json`, miner);
   const agentConfig = {
     gateway: ORIGIN,
-    minerId: miner.id,
-    token: miner.token,
+    hotkeyFile: "miner-hotkey.json",
+    gpus: "auto",
     chutes: [
       {
         chute: TINY_CHUTE.name,
         engine: { kind: "llama-cpp", modelPath: `${ROOT}/${TINY_CHUTE.modelRef}`, parallel: TINY_CHUTE.concurrency, contextSize: TINY_CHUTE.contextLength, threads: 1 },
       },
     ],
+    // Chutes deployed through POST /v1/chutes with engine llama-cpp and a model file under models/.
+    deploy: { maxInstances: 2, engines: { "llama-cpp": { modelDir: `${ROOT}/models`, threads: 1, parallel: 2 } } },
   };
   writeFileSync(`${STATE}/agent.json`, JSON.stringify(agentConfig, null, 2), { mode: 0o600 });
   step("Starting the miner agent (llama.cpp engine)");
@@ -154,7 +164,8 @@ async function main(): Promise<void> {
 \x1b[1mSluice is running.\x1b[0m
   gateway   ${ORIGIN}  (workerd via wrangler dev; local D1 + Durable Objects in .sluice/state)
   account   ${seed.accountId}, credit $${(seed.creditNano / 1e9).toFixed(2)}
-  miner     ${miner.id}, serving ${dev.model} with llama.cpp (models/tiny-sluice.gguf)
+  miner     ${miner.id} (hotkey in .sluice/miner-hotkey.json), serving ${dev.model} with llama.cpp (models/tiny-sluice.gguf)
+            status: npm run miner -- status --config .sluice/agent.json
   settings  .sluice/dev.json  (baseURL, apiKey, model)
   operator  npm run admin -- help  (admin CLI; local secrets in .sluice/secrets.env)
 

@@ -1,10 +1,10 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Miniflare } from "miniflare";
 import type { EngineConfig } from "../../miner-agent/engines/types.ts";
 import { migrationStatements } from "../../scripts/lib/migrations.ts";
-import { makeSeed, seedStatements, type SeedChute } from "../../scripts/lib/seed.ts";
+import { makeSeed, seedStatements, type SeedChute, writeMinerKey } from "../../scripts/lib/seed.ts";
 import { gatewayWorkerOptions, TEST_SECRETS } from "../../test/support/gateway.ts";
 import { AGENT_BIN, ROOT } from "../../test/support/paths.ts";
 import { HttpLoadClient } from "../load/http-client.ts";
@@ -109,18 +109,20 @@ export async function startSluice(opts: SluiceOptions): Promise<RunningTarget> {
     if (workerd.length === 0) throw new Error("cannot find the workerd process Miniflare started");
 
     const miner = seed.miners[0]!;
-    const dir = await mkdtemp(join(tmpdir(), "sluice-bench-agent-"));
+    // Under `persist`, so close() removes it (the agent writes its status file there while it runs).
+    const dir = join(persist, "agent");
+    await mkdir(dir);
     const configPath = join(dir, "agent.json");
+    await writeMinerKey(join(dir, "hotkey.json"), miner);
     await writeFile(configPath, JSON.stringify({
       gateway: url,
-      minerId: miner.id,
-      token: miner.token,
+      hotkeyFile: "hotkey.json",
+      gpus: [],
       chutes: [{ chute: opts.chute.name, engine: opts.engine }],
     }));
     agent = new ManagedChild("sluice-miner", process.execPath, [AGENT_BIN, "run", "--config", configPath], { cwd: ROOT });
     await agent.waitFor(/"event":"gateway\.connected"/, 60_000);
     await waitForInstance(mf, opts.chute.id, 15_000);
-    await rm(dir, { recursive: true, force: true });
 
     const endpoint = { baseURL: `${url}/v1`, headers: { authorization: `Bearer ${seed.apiKey}` }, model: opts.chute.name };
     const agentPid = agent.pid;

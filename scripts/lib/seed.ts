@@ -1,15 +1,18 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { writeFile } from "node:fs/promises";
+import { hotkeyFromSeed, toHex } from "../../protocol/index.ts";
+import { keyFileJson } from "../../miner-agent/hotkey.ts";
 
 /**
  * The catalog rows a local platform starts with: an account with an API key, a chute, and a
- * registered miner with its secret token. Used by `npm start` (through wrangler) and the tests
+ * registered miner (its sr25519 hotkey). Used by `npm start` (through wrangler) and the tests
  * (through Miniflare), so both run the same seed.
  */
 export interface SeedChute {
   id: string;
   name: string;
   modelRef: string;
-  engine: "llama-cpp" | "openai-upstream";
+  engine: "llama-cpp" | "vllm" | "sglang" | "openai-upstream";
   contextLength: number;
   maxOutputTokens: number;
   promptPriceNanoPerM: number;
@@ -23,8 +26,12 @@ export interface SeedChute {
 }
 
 export interface SeedMiner {
+  /** The hotkey's SS58 address (the miner's id). */
   id: string;
-  token: string;
+  /** A readable name (tests and logs). */
+  name: string;
+  /** The hotkey's 32-byte secret seed, hex. */
+  secretSeed: string;
 }
 
 export interface Seed {
@@ -43,8 +50,21 @@ export function newApiKey(): string {
   return `sk-sluice-${randomBytes(32).toString("base64url")}`;
 }
 
-export function newMinerToken(): string {
-  return `mt-${randomBytes(32).toString("base64url")}`;
+/** A miner with a new random hotkey. */
+export function newMiner(name: string, secretSeed: Uint8Array = new Uint8Array(randomBytes(32))): SeedMiner {
+  return { id: hotkeyFromSeed(secretSeed).address, name, secretSeed: toHex(secretSeed) };
+}
+
+/** The seeded miner with this name. */
+export function minerNamed(seed: Seed, name: string): SeedMiner {
+  const miner = seed.miners.find((m) => m.name === name);
+  if (!miner) throw new Error(`no seeded miner named ${name}`);
+  return miner;
+}
+
+/** Write the miner's hotkey file (mode 0600), as `sluice-miner init` would. */
+export async function writeMinerKey(path: string, miner: SeedMiner): Promise<void> {
+  await writeFile(path, keyFileJson(Buffer.from(miner.secretSeed, "hex")), { mode: 0o600 });
 }
 
 /** The dev key may do everything an account can do (not the operator's admin API). */
@@ -65,20 +85,20 @@ export const TINY_CHUTE: SeedChute = {
   quantization: "fp32",
 };
 
-export function makeSeed(opts: { chutes?: SeedChute[]; minerIds?: string[]; creditUsd?: number } = {}): Seed {
+export function makeSeed(opts: { chutes?: SeedChute[]; minerNames?: string[]; creditUsd?: number } = {}): Seed {
   return {
     accountId: "acct-dev",
     apiKey: newApiKey(),
     apiKeyId: `key-${randomUUID()}`,
     creditNano: Math.round((opts.creditUsd ?? 10) * 1e9),
     chutes: opts.chutes ?? [TINY_CHUTE],
-    miners: (opts.minerIds ?? ["miner-dev"]).map((id) => ({ id, token: newMinerToken() })),
+    miners: (opts.minerNames ?? ["miner-dev"]).map((name) => newMiner(name)),
   };
 }
 
 const q = (v: string | number): string => (typeof v === "number" ? String(Math.trunc(v)) : `'${v.replaceAll("'", "''")}'`);
 
-/** Idempotent SQL: re-running it keeps existing rows and adds the new key and miner tokens. */
+/** Idempotent SQL: re-running it keeps existing rows and adds the new key and miners. */
 export function seedStatements(seed: Seed): string[] {
   const out = [
     `INSERT OR IGNORE INTO accounts (id, name) VALUES (${q(seed.accountId)}, 'dev')`,
@@ -105,9 +125,7 @@ export function seedStatements(seed: Seed): string[] {
     );
   }
   for (const m of seed.miners) {
-    out.push(
-      `INSERT INTO miners (id, name, token_hash) VALUES (${q(m.id)}, ${q(m.id)}, ${q(sha256Hex(m.token))}) ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash`,
-    );
+    out.push(`INSERT INTO miners (id, name) VALUES (${q(m.id)}, ${q(m.name)}) ON CONFLICT(id) DO UPDATE SET name = excluded.name, status = 'active'`);
   }
   return out;
 }

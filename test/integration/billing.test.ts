@@ -2,7 +2,8 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { costNano, minerShareNano, promptTokenBound, worstCaseNano } from "../../worker/billing/pricing.ts";
 import type { ChuteRecord } from "../../worker/catalog/types.ts";
-import { makeSeed, sha256Hex, newApiKey, TINY_CHUTE, type SeedChute } from "../../scripts/lib/seed.ts";
+import { makeSeed, minerNamed, sha256Hex, newApiKey, TINY_CHUTE, type SeedChute } from "../../scripts/lib/seed.ts";
+import { signedHeaders } from "../support/hotkeys.ts";
 import { startAgent, tinyEngine, type AgentProcess } from "../support/agent-process.ts";
 import { startGateway, type Gateway } from "../support/gateway.ts";
 import { ledgerOf } from "../support/ledger.ts";
@@ -219,11 +220,11 @@ describe("metering on the real path", () => {
 
   it("the miner's earnings endpoint totals its share, and reconciles with what accounts were charged", async () => {
     const miner = p.gw.seed.miners[0]!;
-    const unauth = await fetch(`${p.gw.baseURL}/miners/${miner.id}/earnings`, { headers: { authorization: "Bearer mt-wrong" } });
+    const unauth = await fetch(`${p.gw.baseURL}/miners/${miner.id}/earnings`, { headers: signedHeaders({ ...miner, secretSeed: "11".repeat(32) }) });
     expect(unauth.status).toBe(401);
     const devLedger = await ledgerOf(p.gw, "acct-dev");
     await expect.poll(async () => (await devLedger.summary("acct-dev")).holds).toBe(0);
-    const res = await fetch(`${p.gw.baseURL}/miners/${miner.id}/earnings`, { headers: { authorization: `Bearer ${miner.token}` } });
+    const res = await fetch(`${p.gw.baseURL}/miners/${miner.id}/earnings`, { headers: signedHeaders(miner) });
     expect(res.status).toBe(200);
     const body = (await res.json()) as { invocations: number; charged_nano: number; earnings_nano: number; days: { day: string }[] };
     const rows = await invocations(p.gw);
@@ -248,18 +249,17 @@ describe("failures and dishonest usage", () => {
   const upstreams: UpstreamDouble[] = [];
   const agents: AgentProcess[] = [];
 
-  async function upstreamAgent(minerId: string, opts: Parameters<typeof startUpstreamDouble>[0]): Promise<{ upstream: UpstreamDouble; agent: AgentProcess }> {
+  async function upstreamAgent(minerName: string, opts: Parameters<typeof startUpstreamDouble>[0]): Promise<{ upstream: UpstreamDouble; agent: AgentProcess }> {
     const upstream = await startUpstreamDouble(opts);
     upstreams.push(upstream);
-    const token = gw.seed.miners.find((m) => m.id === minerId)!.token;
-    const agent = await startAgent({ gateway: gw.url, minerId, token, engine: { kind: "openai-upstream", baseURL: upstream.url, model: "m", parallel: 2 } });
+    const agent = await startAgent({ gateway: gw.url, miner: minerNamed(gw.seed, minerName), engine: { kind: "openai-upstream", baseURL: upstream.url, model: "m", parallel: 2 } });
     agents.push(agent);
     await waitForInstances(gw, TINY_CHUTE.id, 1);
     return { upstream, agent };
   }
 
   beforeAll(async () => {
-    gw = await startGateway({ seed: makeSeed({ minerIds: ["miner-x", "miner-y", "miner-z"], creditUsd: 1 }), vars: { STREAM_IDLE_TIMEOUT_MS: "1500" } });
+    gw = await startGateway({ seed: makeSeed({ minerNames: ["miner-x", "miner-y", "miner-z"], creditUsd: 1 }), vars: { STREAM_IDLE_TIMEOUT_MS: "1500" } });
     client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
   });
   afterAll(async () => {
@@ -345,7 +345,7 @@ describe("free chutes", () => {
   beforeAll(async () => {
     gw = await startGateway({ seed: makeSeed({ chutes: [FREE], creditUsd: 0.000001 }), vars: { FREE_DAILY_REQUESTS: "3" } });
     const miner = gw.seed.miners[0]!;
-    agent = await startAgent({ gateway: gw.url, minerId: miner.id, token: miner.token, chute: FREE.name, engine: tinyEngine(2) });
+    agent = await startAgent({ gateway: gw.url, miner, chute: FREE.name, engine: tinyEngine(2) });
     await waitForInstances(gw, FREE.id, 1);
   });
   afterAll(async () => {

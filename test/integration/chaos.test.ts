@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { makeSeed, TINY_CHUTE } from "../../scripts/lib/seed.ts";
+import { makeSeed, minerNamed, TINY_CHUTE } from "../../scripts/lib/seed.ts";
 import { startAgent, tinyEngine, type AgentOptions, type AgentProcess } from "../support/agent-process.ts";
 import { startBrokenAgent, type BrokenAgent } from "../support/broken-agent.ts";
 import { startGateway, type Gateway } from "../support/gateway.ts";
@@ -27,12 +27,11 @@ const running = new Map<string, AgentProcess>();
 const broken: BrokenAgent[] = [];
 
 function agentOptions(minerId: string): AgentOptions {
-  const token = gw.seed.miners.find((m) => m.id === minerId)!.token;
   const engine =
     minerId === LLAMA_MINER
       ? tinyEngine(2)
       : { kind: "openai-upstream" as const, baseURL: upstreams.get(minerId)!.url, model: "m", parallel: 4 };
-  return { gateway: gw.url, minerId, token, engine, heartbeatMs: 300 };
+  return { gateway: gw.url, miner: minerNamed(gw.seed, minerId), engine, heartbeatMs: 300 };
 }
 
 async function start(minerId: string): Promise<void> {
@@ -48,7 +47,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   gw = await startGateway({
-    seed: makeSeed({ minerIds: [...UPSTREAM_MINERS, LLAMA_MINER, BROKEN_MINER], creditUsd: CREDIT_USD }),
+    seed: makeSeed({ minerNames: [...UPSTREAM_MINERS, LLAMA_MINER, BROKEN_MINER], creditUsd: CREDIT_USD }),
     vars: {
       MINER_STALE_AFTER_MS: "1500",
       STREAM_IDLE_TIMEOUT_MS: "3000",
@@ -138,8 +137,7 @@ describe("chaos", () => {
     const resume = (m: string) => running.get(m)?.child.kill("SIGCONT");
     const chaos = async () => {
       const connectBroken = async () => {
-        const token = gw.seed.miners.find((m) => m.id === BROKEN_MINER)!.token;
-        broken.push(await startBrokenAgent({ gateway: gw.url, minerId: BROKEN_MINER, token, chute: TINY_CHUTE.name }));
+        broken.push(await startBrokenAgent({ gateway: gw.url, miner: minerNamed(gw.seed, BROKEN_MINER), chute: TINY_CHUTE.name }));
       };
       await sleep(1_500);
       kill("miner-a");

@@ -1,7 +1,8 @@
 import OpenAI from "openai";
 import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { PROTOCOL_VERSION, type GatewayFrame } from "../../protocol/index.ts";
+import type { GatewayFrame } from "../../protocol/index.ts";
+import { authFrame } from "../support/hotkeys.ts";
 import { makeSeed, TINY_CHUTE, type SeedChute } from "../../scripts/lib/seed.ts";
 import { startGateway, type Gateway } from "../support/gateway.ts";
 import { waitForInstances } from "../support/router.ts";
@@ -29,7 +30,7 @@ function startScriptedAgent(): Promise<WebSocket> {
     ws.on("message", (data) => {
       const frame = JSON.parse(String(data)) as GatewayFrame;
       if (frame.type === "challenge") {
-        send({ type: "auth", v: PROTOCOL_VERSION, minerId: miner.id, nonce: frame.nonce, credential: { type: "token", token: miner.token } });
+        ws.send(authFrame(miner, frame.nonce));
       } else if (frame.type === "welcome") {
         send({ type: "capacity", instances: [{ instanceId: `${miner.id}:scripted`, chute: TINY_CHUTE.name, maxConcurrency: 1 }] });
         resolve(ws);

@@ -5,7 +5,7 @@ import { startAgent, type AgentProcess } from "../support/agent-process.ts";
 import { startGateway, type Gateway } from "../support/gateway.ts";
 import { routerSnapshot, waitForInstances } from "../support/router.ts";
 import { startUpstreamDouble, type UpstreamDouble } from "../support/upstream-double.ts";
-import { makeSeed, TINY_CHUTE } from "../../scripts/lib/seed.ts";
+import { makeSeed, minerNamed, TINY_CHUTE } from "../../scripts/lib/seed.ts";
 
 /**
  * Agents die: before the first token the request moves to another agent invisibly; after it the
@@ -18,11 +18,9 @@ const upstreams: UpstreamDouble[] = [];
 const agents: AgentProcess[] = [];
 
 function upstreamAgent(minerId: string, upstream: UpstreamDouble, parallel: number): Promise<AgentProcess> {
-  const token = gw.seed.miners.find((m) => m.id === minerId)!.token;
   return startAgent({
     gateway: gw.url,
-    minerId,
-    token,
+    miner: minerNamed(gw.seed, minerId),
     engine: { kind: "openai-upstream", baseURL: upstream.url, model: "upstream-model", parallel },
   }).then((a) => (agents.push(a), a));
 }
@@ -35,7 +33,7 @@ async function double(opts: Parameters<typeof startUpstreamDouble>[0]): Promise<
 
 beforeAll(async () => {
   gw = await startGateway({
-    seed: makeSeed({ minerIds: ["miner-a", "miner-b", "miner-c", "miner-d", "miner-e", "miner-f"] }),
+    seed: makeSeed({ minerNames: ["miner-a", "miner-b", "miner-c", "miner-d", "miner-e", "miner-f"] }),
     vars: { STREAM_IDLE_TIMEOUT_MS: "1500", FIRST_TOKEN_TIMEOUT_MS: "3000" },
   });
   client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
@@ -73,7 +71,7 @@ describe("agent failures", () => {
     expect(finish).toBe("length");
     await expect.poll(() => gw.db.prepare("SELECT attempts, outcome, miner_id FROM invocations WHERE outcome = 'ok'").first()).toMatchObject({
       attempts: 2,
-      miner_id: "miner-b",
+      miner_id: minerNamed(gw.seed, "miner-b").id,
     });
     await waitForInstances(gw, TINY_CHUTE.id, 1);
   });
@@ -103,7 +101,7 @@ describe("agent failures", () => {
     expect(text.trim().split(/\s+/)).toHaveLength(3);
     expect(Date.now() - started).toBeLessThan(10_000);
     await expect
-      .poll(() => gw.db.prepare("SELECT outcome, error_code, completion_tokens FROM invocations WHERE miner_id = 'miner-c'").first())
+      .poll(() => gw.db.prepare("SELECT outcome, error_code, completion_tokens FROM invocations WHERE miner_id = ?").bind(minerNamed(gw.seed, "miner-c").id).first())
       .toMatchObject({ outcome: "error", error_code: "miner_disconnected", completion_tokens: 3 });
   });
 

@@ -4,7 +4,7 @@ import { spawnAgent, type AgentProcess } from "../support/agent-process.ts";
 import type { Gateway } from "../support/gateway.ts";
 import { startPlatform, type Platform } from "../support/platform.ts";
 import { waitForInstances } from "../support/router.ts";
-import { TINY_CHUTE } from "../../scripts/lib/seed.ts";
+import { newMiner, TINY_CHUTE } from "../../scripts/lib/seed.ts";
 
 /** The gateway goes away (a hot reload or deploy drops every agent socket): agents come back. */
 let platform: Platform;
@@ -32,8 +32,8 @@ describe("agent reconnection", () => {
     expect((await ask()).usage!.completion_tokens).toBe(4);
   });
 
-  it("refuses an agent with a wrong token, without disturbing the connected one", async () => {
-    const intruder = await spawnAgent({ gateway: gw.url, minerId: gw.seed.miners[0]!.id, token: "mt-" + "x".repeat(40) });
+  it("refuses an agent with an unregistered hotkey, without disturbing the connected one", async () => {
+    const intruder = await spawnAgent({ gateway: gw.url, miner: newMiner("intruder") });
     try {
       const closed = await intruder.waitFor((l) => l.event === "gateway.closed");
       expect(closed.code).toBe(4001);

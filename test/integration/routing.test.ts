@@ -1,6 +1,6 @@
 import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { makeSeed, TINY_CHUTE } from "../../scripts/lib/seed.ts";
+import { makeSeed, minerNamed, TINY_CHUTE } from "../../scripts/lib/seed.ts";
 import { startAgent, type AgentProcess } from "../support/agent-process.ts";
 import { startGateway, type Gateway } from "../support/gateway.ts";
 import { routerSnapshot, waitForInstances } from "../support/router.ts";
@@ -17,17 +17,18 @@ const upstreams: UpstreamDouble[] = [];
 let agents: AgentProcess[] = [];
 
 const MINERS = ["miner-a", "miner-b", "miner-c"];
-const instanceOf = (minerId: string) => `${minerId}:${TINY_CHUTE.name}`;
+/** Instance ids named after the miners, so "first by id" (the router's tie-break) is miner-a. */
+const instanceOf = (minerName: string) => `${minerName}:${TINY_CHUTE.name}`;
+const idOf = (minerName: string) => minerNamed(gw.seed, minerName).id;
 
 /** Agents heartbeat every 300 ms here: the gateway evicts after 1.5 s of silence. */
 async function upstreamAgent(minerId: string, behaviour: UpstreamBehaviour, parallel: number) {
   const upstream = await startUpstreamDouble(behaviour);
   upstreams.push(upstream);
-  const token = gw.seed.miners.find((m) => m.id === minerId)!.token;
   const agent = await startAgent({
     gateway: gw.url,
-    minerId,
-    token,
+    miner: minerNamed(gw.seed, minerId),
+    instanceId: instanceOf(minerId),
     heartbeatMs: 300,
     engine: { kind: "openai-upstream", baseURL: upstream.url, model: "m", parallel },
   });
@@ -42,7 +43,7 @@ async function servedBy(id: string): Promise<string | null> {
 
 beforeAll(async () => {
   gw = await startGateway({
-    seed: makeSeed({ minerIds: MINERS }),
+    seed: makeSeed({ minerNames: MINERS }),
     vars: { MINER_STALE_AFTER_MS: "1500", STREAM_IDLE_TIMEOUT_MS: "60000", QUEUE_WAIT_MS: "10000", SSE_KEEPALIVE_MS: "500", FIRST_TOKEN_TIMEOUT_MS: "4000" },
   });
   client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
@@ -112,7 +113,7 @@ describe("routing", () => {
     expect(attempts.slice(0, 3)).toEqual([2, 2, 2]);
     expect(attempts.slice(3)).toEqual([1, 1, 1]);
     expect(bad.upstream.requests).toHaveLength(3);
-    const health = (await routerSnapshot(gw, TINY_CHUTE.id)).instances.find((i) => i.minerId === "miner-a")!.health;
+    const health = (await routerSnapshot(gw, TINY_CHUTE.id)).instances.find((i) => i.minerId === idOf("miner-a"))!.health;
     expect(health.consecutiveFailures).toBe(3);
     expect(health.disabledUntil).toBeGreaterThan(Date.now() - 1_000);
 
@@ -123,7 +124,7 @@ describe("routing", () => {
       [0, 1].map(() => client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "x" }], max_tokens: 30 })),
     );
     expect(both.every((r) => r.choices[0]?.finish_reason === "length")).toBe(true);
-    const recovered = (await routerSnapshot(gw, TINY_CHUTE.id)).instances.find((i) => i.minerId === "miner-a")!.health;
+    const recovered = (await routerSnapshot(gw, TINY_CHUTE.id)).instances.find((i) => i.minerId === idOf("miner-a"))!.health;
     expect(recovered).toMatchObject({ consecutiveFailures: 0, disabledUntil: null });
     expect(recovered.served).toBeGreaterThanOrEqual(1);
   });
@@ -146,7 +147,7 @@ describe("routing", () => {
     expect(fast + slow).toBe(30);
     expect(fast).toBeGreaterThanOrEqual(3 * slow);
     const snap = await routerSnapshot(gw, TINY_CHUTE.id);
-    const tps = (m: string) => snap.instances.find((i) => i.minerId === m)!.health.tokensPerSecond!;
+    const tps = (m: string) => snap.instances.find((i) => i.minerId === idOf(m))!.health.tokensPerSecond!;
     expect(tps("miner-b")).toBeGreaterThan(tps("miner-a"));
   });
 
@@ -159,7 +160,7 @@ describe("routing", () => {
 
     // A long request keeps miner-a (first by id) busy, so the conversation starts on miner-b.
     const blocker = client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "long" }], max_tokens: 200 });
-    await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances.find((i) => i.minerId === "miner-a")?.inflight).toBe(1);
+    await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances.find((i) => i.minerId === idOf("miner-a"))?.inflight).toBe(1);
     const turn1 = await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [system, { role: "user", content: "How do I deploy?" }], max_tokens: 5 });
     await expect.poll(() => servedBy(turn1.id)).toBe(instanceOf("miner-b"));
     await blocker;

@@ -3,7 +3,9 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import type { AgentConfig } from "../../miner-agent/config.ts";
 import type { EngineConfig } from "../../miner-agent/engines/types.ts";
+import { writeMinerKey, type SeedMiner } from "../../scripts/lib/seed.ts";
 import { AGENT_BIN, TINY_MODEL } from "./paths.ts";
 
 export type AgentLog = { event: string } & Record<string, unknown>;
@@ -15,17 +17,25 @@ export interface AgentProcess {
   waitFor(pred: (l: AgentLog) => boolean, timeoutMs?: number): Promise<AgentLog>;
   kill(signal?: NodeJS.Signals): void;
   exited: Promise<number | null>;
+  /** The agent's config file (its status file is beside it). */
+  configPath: string;
 }
 
 export interface AgentOptions {
   gateway: string;
-  minerId: string;
-  token: string;
+  /** The seeded miner whose hotkey the agent uses. */
+  miner: SeedMiner;
   chute?: string;
   instanceId?: string;
   engine?: EngineConfig;
+  /** Serve no configured chute (an agent that only takes deploy offers). */
+  noChutes?: boolean;
+  /** The config's deploy section and GPU inventory (declared; default none). */
+  deploy?: AgentConfig["deploy"];
+  gpus?: AgentConfig["gpus"];
   /** Agent heartbeat interval (ms); the agent's default when unset. */
   heartbeatMs?: number;
+  drainTimeoutMs?: number;
 }
 
 export function tinyEngine(parallel = 4, contextSize = 2048): EngineConfig {
@@ -47,13 +57,15 @@ export async function startAgent(opts: AgentOptions): Promise<AgentProcess> {
 /** Starts a real `sluice-miner run` process. */
 export async function spawnAgent(opts: AgentOptions): Promise<AgentProcess> {
   const dir = await mkdtemp(join(tmpdir(), "sluice-agent-"));
+  await writeMinerKey(join(dir, "hotkey.json"), opts.miner);
   const config = {
     gateway: opts.gateway,
-    minerId: opts.minerId,
-    token: opts.token,
-    drainTimeoutMs: 20_000,
+    hotkeyFile: "hotkey.json",
+    gpus: opts.gpus ?? [],
+    drainTimeoutMs: opts.drainTimeoutMs ?? 20_000,
     ...(opts.heartbeatMs ? { heartbeatMs: opts.heartbeatMs } : {}),
-    chutes: [{ chute: opts.chute ?? "sluice/tiny-chat", instanceId: opts.instanceId, engine: opts.engine ?? tinyEngine() }],
+    ...(opts.deploy ? { deploy: opts.deploy } : {}),
+    chutes: opts.noChutes ? [] : [{ chute: opts.chute ?? "sluice/tiny-chat", instanceId: opts.instanceId, engine: opts.engine ?? tinyEngine() }],
   };
   const path = join(dir, "agent.json");
   await writeFile(path, JSON.stringify(config));
@@ -83,7 +95,7 @@ export async function spawnAgent(opts: AgentOptions): Promise<AgentProcess> {
     if (found) return Promise.resolve(found);
     return new Promise<AgentLog>((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new Error(`agent ${opts.minerId}: no matching log in ${timeoutMs} ms; stderr: ${stderr.slice(-2000)}`)),
+        () => reject(new Error(`agent ${opts.miner.name}: no matching log in ${timeoutMs} ms; stderr: ${stderr.slice(-2000)}`)),
         timeoutMs,
       );
       waiters.push({
@@ -95,5 +107,5 @@ export async function spawnAgent(opts: AgentOptions): Promise<AgentProcess> {
       });
     });
   };
-  return { child, logs, waitFor, kill: (s = "SIGKILL") => void child.kill(s), exited };
+  return { child, logs, waitFor, kill: (s = "SIGKILL") => void child.kill(s), exited, configPath: path };
 }

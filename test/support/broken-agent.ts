@@ -4,7 +4,8 @@
  * job). Real agents never do this, so a raw WebSocket client stands in for one.
  */
 import WebSocket from "ws";
-import { PROTOCOL_VERSION } from "../../protocol/index.ts";
+import type { SeedMiner } from "../../scripts/lib/seed.ts";
+import { authFrame } from "./hotkeys.ts";
 
 export interface BrokenAgent {
   /** Resolves when the gateway has closed the connection. */
@@ -13,8 +14,8 @@ export interface BrokenAgent {
   close(): void;
 }
 
-export function startBrokenAgent(opts: { gateway: string; minerId: string; token: string; chute: string }): Promise<BrokenAgent> {
-  const ws = new WebSocket(`${opts.gateway.replace(/^http/, "ws")}/v1/miners/connect?miner=${encodeURIComponent(opts.minerId)}`);
+export function startBrokenAgent(opts: { gateway: string; miner: SeedMiner; chute: string }): Promise<BrokenAgent> {
+  const ws = new WebSocket(`${opts.gateway.replace(/^http/, "ws")}/v1/miners/connect?miner=${encodeURIComponent(opts.miner.id)}`);
   const agent: BrokenAgent = {
     closed: new Promise((resolve) => ws.once("close", (code) => resolve(code))),
     jobsReceived: 0,
@@ -25,9 +26,9 @@ export function startBrokenAgent(opts: { gateway: string; minerId: string; token
     ws.on("message", (data) => {
       const frame = JSON.parse(String(data)) as { type: string; nonce?: string };
       if (frame.type === "challenge") {
-        ws.send(JSON.stringify({ type: "auth", v: PROTOCOL_VERSION, minerId: opts.minerId, nonce: frame.nonce, credential: { type: "token", token: opts.token } }));
+        ws.send(authFrame(opts.miner, frame.nonce ?? ""));
       } else if (frame.type === "welcome") {
-        ws.send(JSON.stringify({ type: "capacity", instances: [{ instanceId: `${opts.minerId}:broken`, chute: opts.chute, maxConcurrency: 4 }] }));
+        ws.send(JSON.stringify({ type: "capacity", instances: [{ instanceId: `${opts.miner.id}:broken`, chute: opts.chute, maxConcurrency: 4 }] }));
         resolve(agent);
       } else if (frame.type === "job") {
         agent.jobsReceived++;

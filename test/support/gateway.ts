@@ -42,7 +42,12 @@ type VarName =
   | "MINER_STALE_AFTER_MS"
   | "RATE_LIMIT_RPM"
   | "RATE_LIMIT_TPM"
-  | "SSE_KEEPALIVE_MS";
+  | "SSE_KEEPALIVE_MS"
+  | "SCALER_TICK_MS"
+  | "SCALER_SHORT_WINDOW_MS"
+  | "SCALER_LONG_WINDOW_MS"
+  | "SCALER_COOLDOWN_MS"
+  | "DEPLOY_TIMEOUT_MS";
 
 /** The secrets the test gateway runs with (wrangler secrets in production). */
 export const TEST_SECRETS = {

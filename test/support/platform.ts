@@ -18,7 +18,7 @@ export async function startPlatform(
 ): Promise<Platform> {
   const gw = await startGateway(opts);
   const miner = gw.seed.miners[0]!;
-  const agent = await startAgent({ gateway: gw.url, minerId: miner.id, token: miner.token, engine: tinyEngine(opts.parallel ?? 4, opts.contextSize) });
+  const agent = await startAgent({ gateway: gw.url, miner, engine: tinyEngine(opts.parallel ?? 4, opts.contextSize) });
   await waitForInstances(gw, TINY_CHUTE.id, 1);
   const client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
   return {

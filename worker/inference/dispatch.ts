@@ -48,7 +48,7 @@ export interface FirstLease {
 export function acquireFirst(env: Env, chute: ChuteRecord, request: NormalizedRequest, queueWaitMs: number): FirstLease {
   const router = env.CHUTE_ROUTER.get(env.CHUTE_ROUTER.idFromName(chute.id));
   const prefixes = prefixHashes(request.spec);
-  const lease = router.acquire({ avoid: [], waitMs: queueWaitMs, prefixes });
+  const lease = router.acquire({ chute: chute.id, avoid: [], waitMs: queueWaitMs, prefixes });
   let abandoned: Promise<void> | null = null;
   const abandon = () =>
     (abandoned ??= lease.then((l) => (l.ok ? router.release(l.leaseId) : undefined)).catch(() => undefined));
@@ -66,7 +66,7 @@ export async function dispatch(opts: DispatchOptions & { first: FirstLease }): P
   const avoid: string[] = [];
   let lastFailure: ApiError | null = null;
   for (let attempt = 1; ; attempt++) {
-    const lease = attempt === 1 ? await opts.first.lease : await router.acquire({ avoid, waitMs: opts.queueWaitMs, prefixes });
+    const lease = attempt === 1 ? await opts.first.lease : await router.acquire({ chute: chute.id, avoid, waitMs: opts.queueWaitMs, prefixes });
     // No other instance to try after a failure: the client gets that failure (a 502 for a
     // broken miner), not "no capacity", which would hide what went wrong.
     if (!lease.ok && lease.code === "no_capacity" && lastFailure) throw lastFailure;

@@ -23,6 +23,11 @@ const chute: ChuteRecord = {
   huggingFaceId: null,
   quantization: "unknown",
   deprecationDate: null,
+  gpuCount: 0,
+  minVramMb: 0,
+  gpuTypes: "[]",
+  deletedAt: null,
+  updatedAt: null,
   createdAt: 0,
 };
 

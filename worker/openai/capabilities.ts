@@ -50,6 +50,17 @@ const ALL_SAMPLING: readonly SamplingParameter[] = [
   "max_tokens",
 ];
 
+/** A vLLM / SGLang-style OpenAI-compatible server, which implements all of these. */
+const OPENAI_COMPATIBLE: Capabilities = {
+  features: ["tools", "json_mode", "structured_outputs", "logprobs"],
+  samplingParameters: ALL_SAMPLING,
+  toolsWithLogprobsOrFormat: true,
+  // An upstream with `echo` would return the prompt in its text; not relayed yet.
+  promptLogprobs: false,
+  grammarSchemas: false,
+  embeddings: true,
+};
+
 const BY_ENGINE: Record<ChuteRecord["engine"], Capabilities> = {
   // node-llama-cpp: sampling options, GBNF grammars for JSON and tool calls, token probabilities.
   "llama-cpp": {
@@ -62,16 +73,10 @@ const BY_ENGINE: Record<ChuteRecord["engine"], Capabilities> = {
     grammarSchemas: true,
     embeddings: true,
   },
-  // Forwarded to a vLLM / SGLang-style server, which implements all of these.
-  "openai-upstream": {
-    features: ["tools", "json_mode", "structured_outputs", "logprobs"],
-    samplingParameters: ALL_SAMPLING,
-    toolsWithLogprobsOrFormat: true,
-    // An upstream with `echo` would return the prompt in its text; not relayed yet.
-    promptLogprobs: false,
-    grammarSchemas: false,
-    embeddings: true,
-  },
+  // Forwarded to the miner's own server, or to one the agent launched (vLLM, SGLang).
+  "openai-upstream": OPENAI_COMPATIBLE,
+  vllm: OPENAI_COMPATIBLE,
+  sglang: OPENAI_COMPATIBLE,
 };
 
 export function capabilitiesOf(chute: Pick<ChuteRecord, "engine">): Capabilities {
