@@ -23,6 +23,10 @@ export interface SeedChute {
   description?: string;
   huggingFaceId?: string;
   quantization?: "int4" | "int8" | "fp4" | "fp6" | "fp8" | "fp16" | "bf16" | "fp32" | "unknown";
+  /** Scaling (defaults 0 and 1) and what an instance needs (default: no GPU). */
+  minInstances?: number;
+  maxInstances?: number;
+  gpu?: { count: number; minVramMb: number; types: string[] };
 }
 
 export interface SeedMiner {
@@ -108,7 +112,7 @@ export function seedStatements(seed: Seed): string[] {
   ];
   for (const c of seed.chutes) {
     out.push(
-      `INSERT OR REPLACE INTO chutes (id, name, owner_account_id, model_ref, engine, context_length, max_output_tokens, prompt_price_nano_per_m, completion_price_nano_per_m, concurrency, min_instances, max_instances, public, display_name, description, hugging_face_id, quantization) VALUES (${[
+      `INSERT OR REPLACE INTO chutes (id, name, owner_account_id, model_ref, engine, context_length, max_output_tokens, prompt_price_nano_per_m, completion_price_nano_per_m, concurrency, min_instances, max_instances, public, display_name, description, hugging_face_id, quantization, gpu_count, min_vram_mb, gpu_types) VALUES (${[
         c.id,
         c.name,
         seed.accountId,
@@ -119,9 +123,17 @@ export function seedStatements(seed: Seed): string[] {
         c.promptPriceNanoPerM,
         c.completionPriceNanoPerM,
         c.concurrency,
+        c.minInstances ?? 0,
+        c.maxInstances ?? 1,
       ]
         .map(q)
-        .join(", ")}, 1, 1, 1, ${c.displayName === undefined ? "NULL" : q(c.displayName)}, ${q(c.description ?? "")}, ${c.huggingFaceId === undefined ? "NULL" : q(c.huggingFaceId)}, ${q(c.quantization ?? "unknown")})`,
+        .join(", ")}, 1, ${c.displayName === undefined ? "NULL" : q(c.displayName)}, ${q(c.description ?? "")}, ${c.huggingFaceId === undefined ? "NULL" : q(c.huggingFaceId)}, ${q(c.quantization ?? "unknown")}, ${[
+        c.gpu?.count ?? 0,
+        c.gpu?.minVramMb ?? 0,
+        JSON.stringify(c.gpu?.types ?? []),
+      ]
+        .map(q)
+        .join(", ")})`,
     );
   }
   for (const m of seed.miners) {
