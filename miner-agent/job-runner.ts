@@ -37,6 +37,11 @@ const EMBEDDING_FRAME_BYTES = 512 * 1024;
 const MAX_PENDING_BYTES = 256 * 1024;
 /** While the socket has this much queued, keep coalescing instead of sending more frames. */
 const SOCKET_HIGH_WATER = 1 << 20;
+/**
+ * The bound on the outbound buffer: a job whose pending output is full while the socket has
+ * this much queued (the gateway is not reading) is ended with an error instead of queueing more.
+ */
+export const OUTBOUND_LIMIT = 16 << 20;
 
 /**
  * Runs jobs on engines and streams their output back: deltas that arrive together go out as
@@ -202,7 +207,10 @@ export class JobRunner {
 
   private scheduleFlush(job: RunningJob): void {
     const bytes = job.pendingText.length + job.pendingToolCalls.reduce((n, c) => n + c.arguments.length, 0);
-    if (bytes >= MAX_PENDING_BYTES) return this.flush(job);
+    if (bytes >= MAX_PENDING_BYTES) {
+      if (this.bufferedAmount() > OUTBOUND_LIMIT) return this.overflow(job);
+      return this.flush(job);
+    }
     if (!job.flushScheduled) {
       job.flushScheduled = true;
       setImmediate(() => this.scheduledFlush(job));
@@ -217,6 +225,13 @@ export class JobRunner {
       return;
     }
     this.flush(job);
+  }
+
+  /** The gateway is not reading: stop generating, and say so (after what is already queued). */
+  private overflow(job: RunningJob): void {
+    log.error("job.outbound_full", { id: job.id, queuedBytes: this.bufferedAmount(), sentTokens: job.sentTokens });
+    this.send({ type: "error", id: job.id, code: "engine_error", message: "The miner's outbound buffer is full: the gateway is not reading the stream.", retryable: false });
+    job.abort.abort(new Error("outbound buffer full"));
   }
 
   /** Send what is pending as one chunk frame. */

@@ -1,0 +1,46 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { AgentFrame } from "../protocol/index.ts";
+import { startUpstreamDouble, type UpstreamDouble } from "../test/support/upstream-double.ts";
+import { createOpenAIUpstreamEngine } from "./engines/openai-upstream.ts";
+import { JobRunner, OUTBOUND_LIMIT, type ServedInstance } from "./job-runner.ts";
+
+/** The job runner against a real engine (openai-upstream on the vLLM test double), with the socket's side observed. */
+let upstream: UpstreamDouble;
+beforeAll(async () => {
+  upstream = await startUpstreamDouble();
+});
+afterAll(() => upstream?.close());
+
+function instance(): ServedInstance {
+  return { chute: "c", instanceId: "i", engine: createOpenAIUpstreamEngine({ kind: "openai-upstream", baseURL: upstream.url, model: "m", parallel: 2 }), active: 0, requestsServed: 0, tokensServed: 0 };
+}
+
+const job = (maxTokens: number) => ({ kind: "completion" as const, prompt: "p", params: { maxTokens } });
+
+describe("job runner", () => {
+  it("coalesces deltas into few frames and counts what it served", async () => {
+    const frames: AgentFrame[] = [];
+    const runner = new JobRunner((f) => (frames.push(f), true), () => 0);
+    const inst = instance();
+    await runner.run(inst, "j1", job(2000), undefined);
+    const chunks = frames.filter((f) => f.type === "chunk");
+    expect(chunks.reduce((n, c) => n + c.tokens, 0)).toBe(2000);
+    expect(chunks.length).toBeLessThan(2000);
+    expect(frames.at(-1)).toMatchObject({ type: "done", id: "j1", usage: { completionTokens: 2000 } });
+    expect(inst).toMatchObject({ active: 0, requestsServed: 1, tokensServed: 2000 });
+  });
+
+  it("bounds the outbound buffer: a job whose output the gateway does not read ends with an error", async () => {
+    const frames: AgentFrame[] = [];
+    // The socket reports a backlog above the limit, as when the gateway stopped reading.
+    const runner = new JobRunner((f) => (frames.push(f), true), () => OUTBOUND_LIMIT + 1);
+    const inst = instance();
+    await runner.run(inst, "j2", job(100_000), undefined);
+    const chunks = frames.filter((f) => f.type === "chunk");
+    expect(chunks).toHaveLength(0);
+    expect(frames).toHaveLength(1);
+    expect(frames[0]).toMatchObject({ type: "error", id: "j2", retryable: false, message: expect.stringMatching(/outbound buffer is full/) });
+    expect(inst.active).toBe(0);
+    expect(runner.inflight).toBe(0);
+  });
+});
