@@ -7,6 +7,7 @@ import { numberVar } from "./env.ts";
 import { ApiError, handleError } from "./errors.ts";
 import { accountRoutes } from "./routes/account.ts";
 import { adminRoutes } from "./routes/admin.ts";
+import { chuteRoutes } from "./routes/chutes.ts";
 import { embeddingRoutes } from "./routes/embeddings.ts";
 import { inferenceRoutes } from "./routes/inference.ts";
 import { keyRoutes } from "./routes/keys.ts";
@@ -45,6 +46,7 @@ app.route("/v1", inferenceRoutes);
 app.route("/v1/embeddings", embeddingRoutes);
 app.route("/v1", accountRoutes);
 app.route("/v1/keys", keyRoutes);
+app.route("/v1/chutes", chuteRoutes);
 app.route("/v1/admin", adminRoutes);
 app.route("/v1/payments", paymentRoutes);
 

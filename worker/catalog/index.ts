@@ -1,4 +1,4 @@
-import { and, eq, isNull } from "drizzle-orm";
+import { and, asc, eq, isNull, or } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { apiKeys, chutes } from "../db/schema.ts";
 import { sha256Hex } from "./hash.ts";
@@ -50,23 +50,43 @@ export function parseScopes(raw: string): string[] {
   }
 }
 
-/** The chute clients name as `model`, or null. */
-export function findChute(db: D1Database, name: string): Promise<ChuteRecord | null> {
-  return chuteCache.get(name, async () => {
-    const row = await drizzle(db).select().from(chutes).where(eq(chutes.name, name)).get();
+/**
+ * The chute clients name as `model`, as `accountId` sees it: null when there is no live chute
+ * of that name, or when it is another account's private chute (so its existence is not revealed).
+ */
+export async function findChute(db: D1Database, name: string, accountId: string): Promise<ChuteRecord | null> {
+  const chute = await chuteCache.get(name, async () => {
+    const row = await drizzle(db)
+      .select()
+      .from(chutes)
+      .where(and(eq(chutes.name, name), isNull(chutes.deletedAt)))
+      .get();
     return row ?? null;
   });
+  return chute && visibleTo(chute, accountId) ? chute : null;
 }
 
-/** Drop a chute from this isolate's cache (after a change); other isolates see it within CHUTE_TTL_MS. */
+/** Public chutes are everyone's to see and call; a private one only its owner's. */
+export function visibleTo(chute: Pick<ChuteRecord, "public" | "ownerAccountId">, accountId: string): boolean {
+  return chute.public || chute.ownerAccountId === accountId;
+}
+
+/**
+ * Drop a chute from this isolate's cache (after a create, change or delete); other isolates see
+ * the change within CHUTE_TTL_MS.
+ */
 export function forgetChute(name: string): void {
   chuteCache.delete(name);
 }
 
-/** Chutes visible to an account: public ones and its own. */
-export async function listChutes(db: D1Database, accountId: string): Promise<ChuteRecord[]> {
-  const rows = await drizzle(db).select().from(chutes).all();
-  return rows.filter((c) => c.public || c.ownerAccountId === accountId);
+/** Live chutes visible to an account: public ones and its own, by name. */
+export function listChutes(db: D1Database, accountId: string): Promise<ChuteRecord[]> {
+  return drizzle(db)
+    .select()
+    .from(chutes)
+    .where(and(isNull(chutes.deletedAt), or(eq(chutes.public, true), eq(chutes.ownerAccountId, accountId))))
+    .orderBy(asc(chutes.name))
+    .all();
 }
 
 export { sha256Hex };

@@ -26,8 +26,8 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
   const body = await readJson(c);
   const key = c.get("apiKey");
   const modelName = modelOf(body);
-  const chute = await findChute(c.env.DB, modelName);
-  if (!chute || (!chute.public && chute.ownerAccountId !== key.accountId)) {
+  const chute = await findChute(c.env.DB, modelName, key.accountId);
+  if (!chute) {
     throw new ApiError("model_not_found", `The model '${modelName}' does not exist or you do not have access to it.`, "model");
   }
   const request = normalize(endpoint, body, chute);

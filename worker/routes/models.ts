@@ -1,22 +1,14 @@
 import { Hono } from "hono";
 import { findChute, listChutes } from "../catalog/index.ts";
 import type { ChuteRecord } from "../catalog/types.ts";
+import { usdPerToken } from "../chutes/pricing.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../errors.ts";
 import { apiKeyAuth } from "../middleware/auth/index.ts";
 import { capabilitiesOf } from "../openai/capabilities.ts";
 
-/**
- * Prices are integer nano-USD per million tokens; OpenRouter wants USD per token as a decimal
- * string. 1 USD per token = 1e9 nano-USD x 1e6 tokens = 1e15, so the string is the integer
- * shifted 15 decimal places: exact, no floats ("0.0000001" for 100_000_000).
- */
-export function usdPerToken(nanoPerMillion: number): string {
-  const v = BigInt(nanoPerMillion);
-  const scale = 10n ** 15n;
-  const frac = (v % scale).toString().padStart(15, "0").replace(/0+$/, "");
-  return `${v / scale}${frac ? `.${frac}` : ""}`;
-}
+/** Prices are listed as USD per token, exact decimal strings (worker/chutes/pricing.ts). */
+export { usdPerToken };
 
 /** The OpenAI model object, extended with OpenRouter's provider fields. */
 export function modelObject(chute: ChuteRecord, isReady: boolean) {
@@ -70,8 +62,8 @@ export const modelRoutes = new Hono<AppEnv>()
   })
   .get("/*", async (c) => {
     const name = decodeURIComponent(c.req.path.replace(/^.*?\/models\//, ""));
-    const chute = await findChute(c.env.DB, name);
-    if (!chute || (!chute.public && chute.ownerAccountId !== c.get("apiKey").accountId)) {
+    const chute = await findChute(c.env.DB, name, c.get("apiKey").accountId);
+    if (!chute) {
       throw new ApiError("model_not_found", `The model '${name}' does not exist.`, "model");
     }
     return c.json(modelObject(chute, await isReady(c.env, chute)));
