@@ -20,9 +20,12 @@ export type { ScalerState };
  * the router when it refuses requests or an instance registers, and by the chutes API.
  */
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 /** Offers sent per tick at most (each waits for the agent's answer). */
 const MAX_OFFERS_PER_TICK = 4;
+/** A miner whose launch of this chute failed is not asked again for a while (doubling). */
+const FAILED_LAUNCH_BACKOFF_MS = 30_000;
+const FAILED_LAUNCH_BACKOFF_MAX_MS = 30 * 60_000;
 
 interface PendingRow extends Record<string, SqlStorageValue> {
   offer_id: string;
@@ -36,6 +39,8 @@ type ChuteRow = typeof chutes.$inferSelect;
 export class ChuteScaler extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   private last: Decision | null = null;
+  /** Whether the last scale-up found no miner (logged once per run of such ticks). */
+  private starved = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -47,6 +52,7 @@ export class ChuteScaler extends DurableObject<Env> {
     this.sql.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value)");
     const row = this.sql.exec<{ value: number }>("SELECT value FROM meta WHERE key = 'schema'").toArray()[0];
     if (row && row.value >= SCHEMA_VERSION) return;
+    this.sql.exec("CREATE TABLE IF NOT EXISTS failures (miner_id TEXT PRIMARY KEY, count INTEGER NOT NULL, until INTEGER NOT NULL)");
     this.sql.exec(`CREATE TABLE IF NOT EXISTS samples (
       t INTEGER NOT NULL, inflight INTEGER NOT NULL, capacity INTEGER NOT NULL, instances INTEGER NOT NULL,
       requests INTEGER NOT NULL, refused INTEGER NOT NULL)`);
@@ -77,7 +83,10 @@ export class ChuteScaler extends DurableObject<Env> {
     const row = this.sql.exec<PendingRow>("SELECT * FROM pending WHERE offer_id = ?", offerId).toArray()[0];
     if (!row) return;
     this.sql.exec("DELETE FROM pending WHERE offer_id = ?", offerId);
-    log.warn("scaler.deploy_failed", { component: "ChuteScaler", chuteId: this.meta("chute"), offerId, minerId: row.miner_id, message });
+    const count = (this.sql.exec<{ count: number }>("SELECT count FROM failures WHERE miner_id = ?", row.miner_id).toArray()[0]?.count ?? 0) + 1;
+    const backoff = Math.min(FAILED_LAUNCH_BACKOFF_MAX_MS, FAILED_LAUNCH_BACKOFF_MS * 2 ** (count - 1));
+    this.sql.exec("INSERT OR REPLACE INTO failures (miner_id, count, until) VALUES (?, ?, ?)", row.miner_id, count, Date.now() + backoff);
+    log.warn("scaler.deploy_failed", { component: "ChuteScaler", chuteId: this.meta("chute"), offerId, minerId: row.miner_id, message, retryAfterMs: backoff });
   }
 
   state(): ScalerState {
@@ -145,7 +154,7 @@ export class ChuteScaler extends DurableObject<Env> {
     const now = Date.now();
     const snap = await this.router(chuteId).snapshot();
     this.record(now, snap, cfg.longWindowMs);
-    this.reconcilePending(now, snap);
+    await this.reconcilePending(now, snap);
     const pending = this.sql.exec<PendingRow>("SELECT * FROM pending").toArray();
     const samples = this.sql.exec<LoadSample & Record<string, SqlStorageValue>>("SELECT * FROM samples ORDER BY t").toArray();
     const lastUp = this.meta("last_up_at") as number | null;
@@ -201,14 +210,21 @@ export class ChuteScaler extends DurableObject<Env> {
     this.sql.exec("DELETE FROM samples WHERE t <= ?", now - keepMs);
   }
 
-  /** Launches whose instance has registered are done; those that never came up are given up on. */
-  private reconcilePending(now: number, snap: RouterSnapshot): void {
+  /**
+   * Launches whose instance has registered are done; those whose miner went away, or that never
+   * came up, are given up on (so they stop counting as capacity on the way).
+   */
+  private async reconcilePending(now: number, snap: RouterSnapshot): Promise<void> {
     const live = new Set(snap.instances.map((i) => i.instanceId));
     const timeout = numberVar(this.env.DEPLOY_TIMEOUT_MS, 900_000);
     for (const p of this.sql.exec<PendingRow>("SELECT * FROM pending").toArray()) {
       if (live.has(p.instance_id)) {
         this.sql.exec("DELETE FROM pending WHERE offer_id = ?", p.offer_id);
+        this.sql.exec("DELETE FROM failures WHERE miner_id = ?", p.miner_id);
         log.info("scaler.deployed", { component: "ChuteScaler", offerId: p.offer_id, instanceId: p.instance_id, minerId: p.miner_id, launchMs: now - p.since });
+      } else if (!(await this.session(p.miner_id).info()).connected) {
+        this.sql.exec("DELETE FROM pending WHERE offer_id = ?", p.offer_id);
+        log.warn("scaler.deploy_lost", { component: "ChuteScaler", offerId: p.offer_id, minerId: p.miner_id, reason: "the miner disconnected during the launch" });
       } else if (now - p.since > timeout) {
         this.sql.exec("DELETE FROM pending WHERE offer_id = ?", p.offer_id);
         log.warn("scaler.deploy_timeout", { component: "ChuteScaler", offerId: p.offer_id, minerId: p.miner_id });
@@ -230,8 +246,11 @@ export class ChuteScaler extends DurableObject<Env> {
     const spec = deploySpec(chute);
     const serving = new Map<string, number>();
     for (const i of snap.instances) serving.set(i.minerId, (serving.get(i.minerId) ?? 0) + 1);
+    const resting = new Set(
+      this.sql.exec<{ miner_id: string }>("SELECT miner_id FROM failures WHERE until > ?", Date.now()).toArray().map((r) => r.miner_id),
+    );
     const candidates = rows
-      .filter((m) => pickGpus(spec.gpu, parseGpus(m.gpus), new Set()) !== null)
+      .filter((m) => !resting.has(m.id) && pickGpus(spec.gpu, parseGpus(m.gpus), new Set()) !== null)
       .map((m) => ({ id: m.id, order: (serving.get(m.id) ?? 0) + Math.random() }))
       .sort((a, b) => a.order - b.order);
     let placed = 0;
@@ -250,7 +269,8 @@ export class ChuteScaler extends DurableObject<Env> {
       log.info("scaler.offer_accepted", { component: "ChuteScaler", chuteId: chute.id, minerId: m.id, offerId, instanceId: reply.instanceId });
     }
     if (placed > 0) this.setMeta("last_up_at", Date.now());
-    else log.warn("scaler.no_miner", { component: "ChuteScaler", chuteId: chute.id, wanted, candidates: candidates.length });
+    else if (!this.starved) log.warn("scaler.no_miner", { component: "ChuteScaler", chuteId: chute.id, wanted, candidates: candidates.length, resting: resting.size });
+    this.starved = placed === 0;
   }
 
   /** Undeploy one idle instance this scaler's offers launched (configured instances stay). */

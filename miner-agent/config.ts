@@ -105,6 +105,8 @@ export const AgentConfig = z.object({
   statusFile: z.string().optional(),
 });
 export type AgentConfig = z.infer<typeof AgentConfig>;
+/** The config as written in the file (defaults not yet applied). */
+export type AgentConfigFile = z.input<typeof AgentConfig>;
 
 export interface ResolvedInstance {
   chute: string;

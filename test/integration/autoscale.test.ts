@@ -29,17 +29,26 @@ const SCALED: SeedChute = {
   gpu: { count: 1, minVramMb: 20_000, types: ["4090"] },
 };
 
+/** A chute whose engine cannot start on this miner (its command exits at once). */
+const BROKEN: SeedChute = { ...SCALED, id: "chute-broken", name: "acme/broken", engine: "sglang", gpu: { count: 0, minVramMb: 0, types: [] } };
+
 let gw: Gateway;
 let big: AgentProcess;
 let small: AgentProcess;
 
-const deployVllm = { maxInstances: 4, engines: { vllm: { command: vllmDoubleCommand(["--delay-per-token-ms", "25"]), healthPath: "/health", startupTimeoutMs: 30_000 } } };
+const deployVllm = {
+  maxInstances: 4,
+  engines: {
+    vllm: { command: vllmDoubleCommand(["--delay-per-token-ms", "25"]), healthPath: "/health", startupTimeoutMs: 30_000 },
+    sglang: { command: `${process.execPath} -e process.exit(3)`, healthPath: "/health", startupTimeoutMs: 30_000 },
+  },
+};
 
-async function chat(maxTokens: number): Promise<{ status: number; text?: string }> {
+async function chat(maxTokens: number, model = SCALED.name): Promise<{ status: number; text?: string }> {
   const res = await fetch(`${gw.baseURL}/chat/completions`, {
     method: "POST",
     headers: { authorization: `Bearer ${gw.seed.apiKey}`, "content-type": "application/json" },
-    body: JSON.stringify({ model: SCALED.name, messages: [{ role: "user", content: "hi" }], max_tokens: maxTokens }),
+    body: JSON.stringify({ model, messages: [{ role: "user", content: "hi" }], max_tokens: maxTokens }),
   });
   const body = (await res.json()) as { choices?: { message: { content: string } }[] };
   return { status: res.status, text: body.choices?.[0]?.message.content };
@@ -63,7 +72,7 @@ const pidAlive = (pid: number): boolean => {
 
 beforeAll(async () => {
   gw = await startGateway({
-    seed: makeSeed({ chutes: [SCALED], minerNames: ["miner-big", "miner-small"], creditUsd: 20 }),
+    seed: makeSeed({ chutes: [SCALED, BROKEN], minerNames: ["miner-big", "miner-small"], creditUsd: 20 }),
     vars: {
       SCALER_TICK_MS: "250",
       SCALER_SHORT_WINDOW_MS: "1500",
@@ -152,5 +161,20 @@ describe("autoscaling with deploy offers", () => {
     // The engine processes were stopped.
     expect(pids).toHaveLength(2);
     await expect.poll(() => pids.filter(pidAlive).length, { timeout: 15_000 }).toBe(0);
+  });
+
+  it("a launch that fails is reported, and the miner is not asked again at once", async () => {
+    expect((await chat(3, BROKEN.name)).status).toBe(503);
+    const failed = await big.waitFor((l) => l.event === "deploy.failed" && l.chute === BROKEN.name, 15_000);
+    expect(failed.error).toMatch(/exit/i);
+    // Demand goes on; the scaler backs off from this miner (30 s at first) instead of relaunching every tick.
+    for (let i = 0; i < 8; i++) {
+      expect((await chat(3, BROKEN.name)).status).toBe(503);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(big.logs.filter((l) => l.event === "deploy.accepted" && l.chute === BROKEN.name)).toHaveLength(1);
+    const ns = await gw.mf.getDurableObjectNamespace("CHUTE_SCALER");
+    const stub = ns.get(ns.idFromName(BROKEN.id)) as unknown as { state(): Promise<ScalerState> };
+    expect((await stub.state()).pending).toEqual([]);
   });
 });

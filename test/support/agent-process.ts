@@ -3,7 +3,7 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import type { AgentConfig } from "../../miner-agent/config.ts";
+import type { AgentConfigFile } from "../../miner-agent/config.ts";
 import type { EngineConfig } from "../../miner-agent/engines/types.ts";
 import { writeMinerKey, type SeedMiner } from "../../scripts/lib/seed.ts";
 import { AGENT_BIN, TINY_MODEL } from "./paths.ts";
@@ -31,8 +31,8 @@ export interface AgentOptions {
   /** Serve no configured chute (an agent that only takes deploy offers). */
   noChutes?: boolean;
   /** The config's deploy section and GPU inventory (declared; default none). */
-  deploy?: AgentConfig["deploy"];
-  gpus?: AgentConfig["gpus"];
+  deploy?: AgentConfigFile["deploy"];
+  gpus?: AgentConfigFile["gpus"];
   /** Agent heartbeat interval (ms); the agent's default when unset. */
   heartbeatMs?: number;
   drainTimeoutMs?: number;
