@@ -39,6 +39,8 @@ export interface UpstreamBehaviour {
 export interface UpstreamDoubleOptions extends UpstreamBehaviour {
   /** Model id served by GET /v1/models and echoed in chunks; default "double-model". */
   model?: string;
+  /** Port to listen on (127.0.0.1); default: a free one. */
+  port?: number;
 }
 
 const RequestBody = z.looseObject({
@@ -257,7 +259,7 @@ async function readBody(req: IncomingMessage): Promise<string> {
 }
 
 export async function startUpstreamDouble(options: UpstreamDoubleOptions = {}): Promise<UpstreamDouble> {
-  const { model = "double-model", ...initial } = options;
+  const { model = "double-model", port: listenPort = 0, ...initial } = options;
   let behaviour: UpstreamBehaviour = { ...initial };
   const requests: ReceivedRequest[] = [];
   const events = new EventEmitter<UpstreamDoubleEvents>();
@@ -306,6 +308,8 @@ export async function startUpstreamDouble(options: UpstreamDoubleOptions = {}): 
 
   const server = createServer((req, res) => {
     const path = new URL(req.url ?? "/", "http://double").pathname;
+    // vLLM's and SGLang's liveness route: 200 with an empty body once the server is up.
+    if (req.method === "GET" && path === "/health") return void res.writeHead(200, { "content-length": 0 }).end();
     if (req.method === "GET" && path === "/v1/models") {
       return sendJson(res, 200, { object: "list", data: [{ id: model, object: "model", created: 0, owned_by: "upstream-double" }] });
     }
@@ -323,7 +327,7 @@ export async function startUpstreamDouble(options: UpstreamDoubleOptions = {}): 
     accepted++;
     socket.on("close", () => sockets.delete(socket));
   });
-  server.listen(0, "127.0.0.1");
+  server.listen(listenPort, "127.0.0.1");
   await once(server, "listening");
   const { port } = server.address() as AddressInfo;
 
