@@ -52,7 +52,7 @@ describe("sluice-miner init", () => {
     expect(config.statusFile).toBe(join(dir, "m", "sluice-miner.status.json"));
     expect(stdout()).toContain(`Created hotkey ${hotkeyPath} (mode 0600)`);
     expect(stdout()).toContain(`\n  ${key.address}\n`);
-    expect(stdout()).toContain(`npm run admin -- miners add ${key.address}`);
+    expect(stdout()).toContain(`npm run admin -- miners add --hotkey ${key.address}`);
     expect(stdout()).toContain(`sluice-miner run --config ${configPath}`);
   });
 

@@ -118,7 +118,7 @@ Hotkey SS58 address (this miner's id):
 
 Next:
   1. Ask the gateway's operator to register the hotkey:
-       npm run admin -- miners add ${r.address}
+       npm run admin -- miners add --hotkey ${r.address}
   2. Add chutes (or a deploy section) to ${shown(r.configPath)}, then start the agent:
        sluice-miner run --config ${shown(r.configPath)}
   3. Watch it:

@@ -54,7 +54,7 @@ export function configTemplate(gateway: string, hotkeyFile: string): string {
   "gateway": ${JSON.stringify(gateway)},
 
   // This miner's sr25519 hotkey: a Bittensor-style keyfile, mode 0600. Its SS58 address is the
-  // miner's id on the gateway; the operator registers it (\`npm run admin -- miners add <ss58>\`).
+  // miner's id on the gateway; the operator registers it (\`npm run admin -- miners add --hotkey <ss58>\`).
   // Keep it secret and back it up: a new hotkey is a new miner.
   "hotkeyFile": ${JSON.stringify(hotkeyFile)},
 
