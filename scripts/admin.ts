@@ -26,6 +26,14 @@ Commands:
   keys revoke --key ID                                revoke an API key
   chutes set-price --chute ID [--prompt-usd-per-m X] [--completion-usd-per-m Y] [--cached-prompt-usd-per-m Z|none]
                                                       set prices in USD per million tokens
+  miners add --hotkey SS58 [--name N] [--coldkey SS58]
+                                                      register a miner's hotkey (idempotent; a banned one stays banned)
+  miners ban --hotkey SS58 [--reason R]               refuse the miner from now on, disconnecting its agent at once
+  miners unban --hotkey SS58                          lift a ban
+  miners list [--status S] [--source admin|metagraph]
+                                                      the registry: status, source, uid, connected, GPUs
+  miners import --file snapshot.json                  register a metagraph snapshot's neurons; imported miners not in
+                                                      it are deregistered (bans and hand-added miners are kept)
   help                                                this text
 
 Options for every command:
@@ -33,7 +41,9 @@ Options for every command:
 
 The admin secret comes from $SLUICE_ADMIN_SECRET (the gateway's ADMIN_JWT_SECRET), else from
 .sluice/secrets.env (written by npm start). Output is JSON; errors go to stderr with exit code 1.
-Scopes: invoke, usage:read, keys:manage, chutes:manage. USD amounts are exact decimals ("12.50").`;
+Scopes: invoke, usage:read, keys:manage, chutes:manage. USD amounts are exact decimals ("12.50").
+Miner statuses: active, banned, deregistered. A snapshot is JSON: {"netuid", "block", "network"?,
+"neurons": [{"uid", "hotkey", "coldkey", ...}]} (see README, "Miner registry").`;
 
 const OPTIONS = {
   url: { type: "string" },
@@ -49,6 +59,12 @@ const OPTIONS = {
   "prompt-usd-per-m": { type: "string" },
   "completion-usd-per-m": { type: "string" },
   "cached-prompt-usd-per-m": { type: "string" },
+  hotkey: { type: "string" },
+  coldkey: { type: "string" },
+  reason: { type: "string" },
+  status: { type: "string" },
+  source: { type: "string" },
+  file: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -128,9 +144,57 @@ const COMMANDS: Record<string, Command> = {
       };
     },
   },
+  "miners add": {
+    required: ["hotkey"],
+    optional: ["name", "coldkey"],
+    request: (v) => ({ method: "POST", path: "/miners", body: defined({ hotkey: v.hotkey, name: v.name, coldkey: v.coldkey }) }),
+  },
+  "miners ban": {
+    required: ["hotkey"],
+    optional: ["reason"],
+    request: (v) => ({ method: "POST", path: `/miners/${id(v.hotkey)}/ban`, body: defined({ reason: v.reason }) }),
+  },
+  "miners unban": {
+    required: ["hotkey"],
+    optional: [],
+    request: (v) => ({ method: "POST", path: `/miners/${id(v.hotkey)}/unban` }),
+  },
+  "miners list": {
+    required: [],
+    optional: ["status", "source"],
+    request: (v) => {
+      const query = new URLSearchParams();
+      if (v.status) query.set("status", v.status);
+      if (v.source) query.set("source", v.source);
+      return { method: "GET", path: `/miners${query.size ? `?${query}` : ""}` };
+    },
+  },
+  "miners import": {
+    required: ["file"],
+    optional: [],
+    request: (v) => ({ method: "POST", path: "/miners/import", body: snapshotFile(v.file ?? "") }),
+  },
 };
 
 class CliError extends Error {}
+
+/** A metagraph snapshot file's JSON (the gateway validates it and names any bad field). */
+function snapshotFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new CliError(`Cannot read ${path}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new CliError(`${path} is not JSON: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new CliError(`${path} is not a metagraph snapshot (a JSON object with netuid, block and neurons).`);
+  return json as Record<string, unknown>;
+}
 
 function readEnvFile(path: string): Record<string, string> {
   const out: Record<string, string> = {};

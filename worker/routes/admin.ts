@@ -11,6 +11,7 @@ import { usdString } from "../billing/pricing.ts";
 import { accounts, apiKeys, chutes, credits } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { log } from "../log.ts";
+import { adminMinerRoutes } from "./admin-miners.ts";
 
 /**
  * The operator API (`npm run admin`), behind an HS256 admin JWT. Amounts in are USD decimals,
@@ -32,6 +33,7 @@ const seconds = (ms: number | null) => (ms === null ? null : Math.floor(ms / 100
 
 export const adminRoutes = new Hono<AdminEnv>()
   .use(adminAuth())
+  .route("/miners", adminMinerRoutes)
 
   .post("/accounts", async (c) => {
     const body = await jsonBody(c, CreateAccountBody);

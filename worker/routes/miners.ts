@@ -2,14 +2,13 @@ import { and, eq, gte, lt, sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { z } from "zod";
-import { sha256Hex } from "../catalog/hash.ts";
-import { invocations, miners } from "../db/schema.ts";
+import { isHotkey } from "../../protocol/index.ts";
+import { invocations } from "../db/schema.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../errors.ts";
 import { usdString } from "../billing/pricing.ts";
 import { parseBody } from "../inference/normalize.ts";
-
-const MINER_ID = /^[A-Za-z0-9._-]{1,128}$/;
+import { minerSignature } from "../middleware/miner-signature/index.ts";
 
 const EarningsQuery = z.object({
   from: z.iso.date().optional(),
@@ -26,26 +25,21 @@ export const minerRoutes = new Hono<AppEnv>()
       );
     }
     const minerId = c.req.query("miner") ?? "";
-    if (!MINER_ID.test(minerId)) {
-      throw new ApiError("invalid_request", "Query parameter 'miner' must be a miner id.", "miner");
+    if (!isHotkey(minerId)) {
+      throw new ApiError("invalid_request", "Query parameter 'miner' must be the miner's hotkey (an SS58 address).", "miner");
     }
     const session = c.env.MINER_SESSION.get(c.env.MINER_SESSION.idFromName(minerId));
     return session.fetch(c.req.raw);
   })
   /**
    * What a miner earned: its share of every settled invocation it served, per UTC day and in
-   * total. Authenticated with the miner's own credential (`Authorization: Bearer <miner token>`).
+   * total. Signed with the miner's hotkey (see the miner-signature middleware). Banned and
+   * deregistered miners may still read it: it is the record of work already done, which a
+   * miner needs to reconcile or dispute; a hotkey the registry never knew is refused.
    */
-  .get("/:id/earnings", async (c) => {
-    const minerId = c.req.param("id");
-    const token = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "")?.[1];
+  .get("/:id/earnings", minerSignature({ purpose: "earnings", statuses: ["active", "banned", "deregistered"] }), async (c) => {
+    const minerId = c.var.miner.hotkey;
     const db = drizzle(c.env.DB);
-    const miner = MINER_ID.test(minerId) && token
-      ? await db.select({ tokenHash: miners.tokenHash }).from(miners).where(eq(miners.id, minerId)).get()
-      : undefined;
-    if (!miner || !token || miner.tokenHash !== (await sha256Hex(token))) {
-      throw new ApiError("invalid_api_key", "Provide this miner's token as 'Authorization: Bearer <token>'.");
-    }
     const q = parseBody(EarningsQuery, c.req.query());
     const from = q.from ? Date.parse(`${q.from}T00:00:00Z`) : 0;
     const to = q.to ? Date.parse(`${q.to}T00:00:00Z`) + 86_400_000 : Number.MAX_SAFE_INTEGER;
