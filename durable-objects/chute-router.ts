@@ -59,6 +59,8 @@ export class ChuteRouter extends DurableObject<Env> {
   private readonly ttftSamples = new Ring(MAX_SAMPLES);
   private readonly tpsSamples = new Ring(MAX_SAMPLES);
   private pokedAt = 0;
+  /** A poke held back by the rate limit, sent when the limit allows (none is ever dropped). */
+  private pokeTimer: ReturnType<typeof setTimeout> | null = null;
   /** This router's chute (its name), learnt from calls; the scaler is reached by it. */
   private chuteId: string | null = null;
   /** When the lease-expiry alarm is armed for, or null. */
@@ -127,7 +129,15 @@ export class ChuteRouter extends DurableObject<Env> {
     const chuteId = this.chuteId;
     // (Harnesses such as bench/router run the router without a scaler.)
     const ns: DurableObjectNamespace<ChuteScaler> | undefined = this.env.CHUTE_SCALER;
-    if (chuteId === null || ns === undefined || now - this.pokedAt < POKE_EVERY_MS) return;
+    if (chuteId === null || ns === undefined || this.pokeTimer !== null) return;
+    const wait = this.pokedAt + POKE_EVERY_MS - now;
+    if (wait > 0) {
+      this.pokeTimer = setTimeout(() => {
+        this.pokeTimer = null;
+        this.pokeScaler();
+      }, wait);
+      return;
+    }
     this.pokedAt = now;
     const scaler = ns.get(ns.idFromName(chuteId));
     this.ctx.waitUntil(scaler.poke(chuteId).catch(() => undefined));

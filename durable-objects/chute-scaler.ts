@@ -78,11 +78,19 @@ export class ChuteScaler extends DurableObject<Env> {
     if (armed === null || armed > soon) await this.ctx.storage.setAlarm(soon);
   }
 
-  /** A launch failed on the agent: stop counting it as pending. */
-  deployFailed(offerId: string, message: string): void {
+  /**
+   * A launch ended on the agent: up (its instance is announced; it may even have died since)
+   * or failed. Either way it no longer counts as pending; a failure rests the miner for a while.
+   */
+  deployEnded(offerId: string, ready: boolean, message: string): void {
     const row = this.sql.exec<PendingRow>("SELECT * FROM pending WHERE offer_id = ?", offerId).toArray()[0];
     if (!row) return;
     this.sql.exec("DELETE FROM pending WHERE offer_id = ?", offerId);
+    if (ready) {
+      this.sql.exec("DELETE FROM failures WHERE miner_id = ?", row.miner_id);
+      log.info("scaler.deployed", { component: "ChuteScaler", offerId, instanceId: row.instance_id, minerId: row.miner_id, launchMs: Date.now() - row.since });
+      return;
+    }
     const count = (this.sql.exec<{ count: number }>("SELECT count FROM failures WHERE miner_id = ?", row.miner_id).toArray()[0]?.count ?? 0) + 1;
     const backoff = Math.min(FAILED_LAUNCH_BACKOFF_MAX_MS, FAILED_LAUNCH_BACKOFF_MS * 2 ** (count - 1));
     this.sql.exec("INSERT OR REPLACE INTO failures (miner_id, count, until) VALUES (?, ?, ?)", row.miner_id, count, Date.now() + backoff);

@@ -299,8 +299,8 @@ export class MinerSession extends DurableObject<Env> {
     const chuteId = this.offerChutes.get(frame.offerId);
     if (chuteId && (frame.status === "ready" || frame.status === "failed")) {
       this.offerChutes.delete(frame.offerId);
-      // The scaler stops waiting for a launch that failed (a ready one shows up in the router).
-      if (frame.status === "failed") this.ctx.waitUntil(this.scaler(chuteId).deployFailed(frame.offerId, frame.message ?? ""));
+      // The scaler stops counting the launch as pending: it is up (and announced), or it failed.
+      this.ctx.waitUntil(this.scaler(chuteId).deployEnded(frame.offerId, frame.status === "ready", frame.message ?? ""));
     }
   }
 

@@ -43,6 +43,7 @@ export class MinerAgent {
   private gpus: Gpu[] = [];
   private readonly startedAt = new Date();
   private statusTimer: NodeJS.Timeout | null = null;
+  private statusFailing = false;
 
   constructor(private readonly config: ResolvedConfig) {}
 
@@ -92,14 +93,23 @@ export class MinerAgent {
     await this.conn?.stop();
     if (this.statusTimer) clearInterval(this.statusTimer);
     for (const inst of this.instances.values()) await inst.engine.close();
-    this.writeStatus();
+    await this.flushStatus();
     log.info("agent.stopped", {});
   }
 
   private async launch(instanceId: string, chute: string, config: EngineConfig, gpus: number[], managed: boolean): Promise<void> {
     const t0 = Date.now();
     const engine = await createEngine(config);
-    this.instances.set(instanceId, { chute, instanceId, engine, active: 0, managed, gpus, draining: false, requestsServed: 0, tokensServed: 0 });
+    const instance: Instance = { chute, instanceId, engine, active: 0, managed, gpus, draining: false, requestsServed: 0, tokensServed: 0 };
+    this.instances.set(instanceId, instance);
+    // An engine process that dies on its own takes its instance out of service (and frees its GPUs).
+    void engine.exited?.then(() => {
+      if (this.instances.get(instanceId) !== instance || instance.draining || this.draining) return;
+      this.instances.delete(instanceId);
+      log.error("instance.lost", { chute, instanceId, reason: "the engine process exited", managed });
+      this.announce();
+      this.writeStatus();
+    });
     log.info("engine.ready", { chute, instanceId, kind: engine.kind, capacity: engine.capacity, managed, loadMs: Date.now() - t0 });
   }
 
@@ -239,9 +249,18 @@ export class MinerAgent {
   }
 
   private writeStatus(): void {
-    writeStatusFile(this.config.statusFile, this.status()).catch((err: unknown) =>
-      log.warn("status.write_failed", { path: this.config.statusFile, error: String(err) }),
-    );
+    void this.flushStatus();
+  }
+
+  /** Write the status file now; a failure is logged once (e.g. its directory is gone), never thrown. */
+  private async flushStatus(): Promise<void> {
+    try {
+      await writeStatusFile(this.config.statusFile, this.status());
+      this.statusFailing = false;
+    } catch (err) {
+      if (!this.statusFailing) log.warn("status.write_failed", { path: this.config.statusFile, error: String(err) });
+      this.statusFailing = true;
+    }
   }
 }
 

@@ -43,6 +43,8 @@ const Command = z.object({
   kind: z.literal("command"),
   /** The model name substituted for {model} and sent upstream. */
   model: z.string().min(1),
+  /** The context length substituted for {context}. */
+  contextLength: z.int().positive().optional(),
   /** Fixed port; by default a free one is picked. */
   port: z.int().min(1).max(65535).optional(),
   ...CommandFields,
@@ -163,7 +165,12 @@ export function parseConfig(text: string, path: string): ResolvedConfig {
       chute: c.chute,
       ...(c.instanceId ? { instanceId: c.instanceId } : {}),
       gpus: c.gpus,
-      engine: c.engine.kind === "llama-cpp" ? { ...c.engine, modelPath: resolve(base, c.engine.modelPath) } : c.engine,
+      engine:
+        c.engine.kind === "llama-cpp"
+          ? { ...c.engine, modelPath: resolve(base, c.engine.modelPath) }
+          : c.engine.kind === "command"
+            ? { ...c.engine, gpus: c.gpus }
+            : c.engine,
     })),
     deploy: cfg.deploy
       ? {

@@ -113,4 +113,6 @@ export interface Engine {
   embed?(input: readonly string[], signal: AbortSignal): Promise<EmbedResult>;
   /** Free the model / connections. */
   close(): Promise<void>;
+  /** Engines that run as a separate process: resolves when it exited (closed, or died on its own). */
+  readonly exited?: Promise<unknown>;
 }

@@ -177,4 +177,21 @@ describe("autoscaling with deploy offers", () => {
     const stub = ns.get(ns.idFromName(BROKEN.id)) as unknown as { state(): Promise<ScalerState> };
     expect((await stub.state()).pending).toEqual([]);
   });
+
+  it("an engine process that dies takes its instance out of service; demand launches a new one", async () => {
+    expect((await chat(3)).status).toBe(503);
+    await waitForInstances(gw, SCALED.id, 1, 30_000);
+    const healthy = events(big, "engine.healthy");
+    const pid = healthy.at(-1)!.pid as number;
+    const instanceId = (await routerSnapshot(gw, SCALED.id)).instances[0]!.instanceId;
+    process.kill(pid, "SIGKILL");
+    const lost = await big.waitFor((l) => l.event === "instance.lost" && l.instanceId === instanceId, 10_000);
+    expect(lost.managed).toBe(true);
+    await waitForInstances(gw, SCALED.id, 0, 5_000);
+    // The next demand launches a fresh engine (a new process) on the freed GPU.
+    expect((await chat(3)).status).toBe(503);
+    await waitForInstances(gw, SCALED.id, 1, 30_000);
+    expect(events(big, "engine.healthy").length).toBe(healthy.length + 1);
+    expect(await chat(3)).toEqual({ status: 200, text: "tok0 tok1 tok2" });
+  });
 });

@@ -88,7 +88,8 @@ export const CreateChuteBody = z
       .max(512)
       .regex(/^\S+$/, "no whitespace"),
     engine: z.enum(CHUTE_ENGINES),
-    gpu: Gpu,
+    /** Omitted: a CPU chute. */
+    gpu: Gpu.default({ count: 0, min_vram_mb: 0, types: [] }),
     context_length: z.int().min(1).max(MAX_CONTEXT_LENGTH),
     max_output_tokens: z.int().min(1).max(MAX_CONTEXT_LENGTH).optional(),
     pricing: Pricing,
