@@ -13,8 +13,10 @@ interface Instance extends ServedInstance {
   /** Launched on a deploy offer. */
   managed: boolean;
   gpus: number[];
-  /** Being undeployed: takes no new jobs. */
+  /** Withdrawn from the gateway (undeploy): no new jobs are routed to it. */
   draining: boolean;
+  /** Its engine is closed (or closing): jobs are refused. */
+  closed: boolean;
 }
 
 interface Deploying {
@@ -25,6 +27,11 @@ interface Deploying {
 }
 
 const STATUS_EVERY_MS = 2_000;
+/**
+ * After an instance is withdrawn (drain, undeploy), jobs the gateway sent before it heard may
+ * still arrive: they are served, and the engine is kept at least this long for them.
+ */
+const STRAGGLER_GRACE_MS = 1_000;
 
 /**
  * The miner agent: runs one engine per served chute instance (configured ones, plus those
@@ -88,11 +95,15 @@ export class MinerAgent {
     this.conn?.send({ type: "capacity", instances: [] });
     this.writeStatus();
     const deadline = Date.now() + this.config.drainTimeoutMs;
+    await sleep(STRAGGLER_GRACE_MS);
     while (this.runner.inflight > 0 && Date.now() < deadline) await sleep(50);
     this.runner.abortAll("drain timeout");
     await this.conn?.stop();
     if (this.statusTimer) clearInterval(this.statusTimer);
-    for (const inst of this.instances.values()) await inst.engine.close();
+    for (const inst of this.instances.values()) {
+      inst.closed = true;
+      await inst.engine.close();
+    }
     await this.flushStatus();
     log.info("agent.stopped", {});
   }
@@ -100,7 +111,7 @@ export class MinerAgent {
   private async launch(instanceId: string, chute: string, config: EngineConfig, gpus: number[], managed: boolean): Promise<void> {
     const t0 = Date.now();
     const engine = await createEngine(config);
-    const instance: Instance = { chute, instanceId, engine, active: 0, managed, gpus, draining: false, requestsServed: 0, tokensServed: 0 };
+    const instance: Instance = { chute, instanceId, engine, active: 0, managed, gpus, draining: false, closed: false, requestsServed: 0, tokensServed: 0 };
     this.instances.set(instanceId, instance);
     // An engine process that dies on its own takes its instance out of service (and frees its GPUs).
     void engine.exited?.then(() => {
@@ -138,7 +149,9 @@ export class MinerAgent {
         return void this.undeploy(frame.instanceId, frame.reason);
       case "job": {
         const inst = this.instances.get(frame.instanceId);
-        if (!inst || inst.draining || this.draining) {
+        // A withdrawn (draining) instance still serves jobs sent before the gateway heard of it.
+        if (!inst || inst.closed) {
+          log.warn("job.refused", { id: frame.id, instanceId: frame.instanceId, reason: "instance not served" });
           this.conn?.send({ type: "error", id: frame.id, code: "no_capacity", message: "Instance not served here.", retryable: true });
           return;
         }
@@ -211,7 +224,9 @@ export class MinerAgent {
     log.info("undeploy.draining", { instanceId, chute: inst.chute, reason, inflight: inst.active });
     this.announce();
     const deadline = Date.now() + this.config.drainTimeoutMs;
+    await sleep(STRAGGLER_GRACE_MS);
     while (inst.active > 0 && Date.now() < deadline) await sleep(50);
+    inst.closed = true;
     await inst.engine.close();
     this.instances.delete(instanceId);
     log.info("undeploy.done", { instanceId, chute: inst.chute });

@@ -54,7 +54,7 @@ describe("parseConfig", () => {
     expect(c.instances[1]).toMatchObject({ chute: "acme/qwen", gpus: [0], engine: { kind: "openai-upstream", parallel: 16 } });
     expect(c.instances[2]!.engine).toEqual({
       kind: "command", command: "vllm serve {model} --port {port}", model: "meta-llama/Llama-3.1-8B-Instruct",
-      healthPath: "/health", startupTimeoutMs: 600_000, parallel: 16, env: {},
+      healthPath: "/health", startupTimeoutMs: 600_000, parallel: 16, env: {}, gpus: [],
     });
     expect(c.deploy?.maxInstances).toBe(4);
     expect(c.deploy?.engines["llama-cpp"]?.modelDir).toBe(`${cwd}/conf/models`);

@@ -4,7 +4,7 @@ import { MAX_FRAME_BYTES, PROTOCOL_VERSION, parseAgentFrame, parseGatewayFrame }
 describe("wire protocol", () => {
   it("parses well-formed frames in both directions", () => {
     const auth = parseAgentFrame(
-      JSON.stringify({ type: "auth", v: PROTOCOL_VERSION, minerId: "m1", nonce: "n", credential: { type: "token", token: "x".repeat(20) } }),
+      JSON.stringify({ type: "auth", v: PROTOCOL_VERSION, minerId: "m1", nonce: "n", credential: { type: "sr25519", signature: "ab".repeat(64) } }),
     );
     expect(auth.ok && auth.frame.type).toBe("auth");
     const chunk = parseAgentFrame(JSON.stringify({ type: "chunk", id: "j1", text: "hi", tokens: 2 }));
