@@ -1,4 +1,5 @@
 import { once } from "node:events";
+import { pidAlive as alive } from "../../test/support/processes.ts";
 import { createServer, type AddressInfo } from "node:net";
 import { afterEach, beforeEach, describe, expect, it, vi, type MockInstance } from "vitest";
 import type { JobSpec } from "../../protocol/index.ts";
@@ -49,14 +50,6 @@ async function failure(promise: Promise<unknown>): Promise<Error> {
   return err as Error;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const chat: JobSpec = { kind: "chat", messages: [{ role: "user", content: "Say hello" }], params: { maxTokens: 3 } };
 

@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi, type MockInstance } from "vitest";
+import { pidAlive as alive } from "../../test/support/processes.ts";
 import { log } from "../log.ts";
 import { LineSplitter, launchProcess } from "./launched-process.ts";
 
@@ -8,14 +9,6 @@ beforeEach(() => {
 });
 afterEach(() => spy.mockRestore());
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe("LineSplitter", () => {
   it("splits pieces into lines on \\n, \\r\\n and \\r, without colours or blank lines", () => {

@@ -1,8 +1,7 @@
-import { spawn } from "node:child_process";
 import { SignJWT, UnsecuredJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { adminCli } from "../support/processes.ts";
 import { startGateway, TEST_SECRETS, type Gateway } from "../support/gateway.ts";
-import { ROOT } from "../support/paths.ts";
 
 /** The operator API (/v1/admin) and its CLI (scripts/admin.ts), on the real Worker in workerd. */
 let gw: Gateway;
@@ -166,28 +165,8 @@ describe("keys and prices", () => {
   });
 });
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Run `scripts/admin.ts` as an operator would, against the test gateway. */
-function cli(args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(`${ROOT}/node_modules/.bin/tsx`, [`${ROOT}/scripts/admin.ts`, ...args], {
-      cwd: ROOT,
-      env: { ...process.env, SLUICE_URL: gw.url, SLUICE_ADMIN_SECRET: TEST_SECRETS.ADMIN_JWT_SECRET },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const cli = (args: string[]) => adminCli(gw.url, args);
 
 describe("the admin CLI", () => {
   it("creates an account with credit, credits it, shows it, and reports API errors with exit 1", async () => {

@@ -3,6 +3,7 @@ import type { ScalerState } from "../../durable-objects/scaler-types.ts";
 import { makeSeed, minerNamed, type SeedChute } from "../../scripts/lib/seed.ts";
 import { startAgent, type AgentLog, type AgentProcess } from "../support/agent-process.ts";
 import { startGateway, type Gateway } from "../support/gateway.ts";
+import { pidAlive } from "../support/processes.ts";
 import { routerSnapshot, waitForInstances } from "../support/router.ts";
 import { vllmDoubleCommand } from "../support/vllm-double.ts";
 
@@ -61,14 +62,6 @@ async function scalerState(): Promise<ScalerState> {
 }
 
 const events = (agent: AgentProcess, event: string): AgentLog[] => agent.logs.filter((l) => l.event === event);
-const pidAlive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 beforeAll(async () => {
   gw = await startGateway({

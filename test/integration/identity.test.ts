@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { SignJWT } from "jose";
@@ -8,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { signNonce, type GatewayFrame } from "../../protocol/index.ts";
 import { makeSeed, minerNamed, newMiner, TINY_CHUTE, type SeedMiner } from "../../scripts/lib/seed.ts";
 import { fixtureMiner } from "../fixtures/metagraph-sn64.ts";
+import { adminCli } from "../support/processes.ts";
 import { spawnAgent, startAgent, tinyEngine, type AgentLog, type AgentProcess } from "../support/agent-process.ts";
 import { startGateway, TEST_SECRETS, type Gateway } from "../support/gateway.ts";
 import { authFrame, hotkeyOf, signedHeaders } from "../support/hotkeys.ts";
@@ -84,21 +84,7 @@ async function admin(method: string, path: string, body?: unknown, auth = true):
   return { status: res.status, body: (await res.json()) as Body };
 }
 
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(`${ROOT}/node_modules/.bin/tsx`, [`${ROOT}/scripts/admin.ts`, ...args], {
-      cwd: ROOT,
-      env: { ...process.env, SLUICE_URL: gw.url, SLUICE_ADMIN_SECRET: TEST_SECRETS.ADMIN_JWT_SECRET },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const cli = (args: string[]) => adminCli(gw.url, args);
 
 const ask = (content: string) => client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content }], max_tokens: 4 });
 const closedWith = (agent: AgentProcess, code: number, reason: string, after = 0) => (l: AgentLog) =>
