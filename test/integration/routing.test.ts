@@ -223,4 +223,31 @@ describe("routing", () => {
     expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(502);
     expect((err as InstanceType<typeof OpenAI.APIError>).code).toBe("engine_error");
   });
+
+  it("a stream that stalls after its first tokens gets keep-alives, and a client that leaves during the stall cancels the job", async () => {
+    const { upstream } = await upstreamAgent("miner-a", { stallAfterTokens: 2 }, 2);
+    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    const closed = new Promise((resolve) => upstream.events.once("client-closed", resolve));
+    const abort = new AbortController();
+    const res = await fetch(`${gw.baseURL}/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${gw.seed.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "stall" }], max_tokens: 10, stream: true }),
+      signal: abort.signal,
+    });
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    let text = "";
+    // Two tokens, then the stall: keep-alive comments follow the data.
+    while (!/tok1[\s\S]*: keep-alive\n\n[\s\S]*: keep-alive\n\n/.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`stream ended: ${text}`);
+      text += new TextDecoder().decode(value);
+    }
+    const leftAt = Date.now();
+    abort.abort();
+    await closed; // the engine's upstream request was cancelled...
+    expect(Date.now() - leftAt).toBeLessThan(3_000); // ...within a keep-alive or two, not at the 60 s idle timeout
+    await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances[0]?.inflight).toBe(0);
+  });
 });

@@ -17,7 +17,7 @@ import { relayEmbeddings } from "./relay-embeddings.ts";
 
 /** The serving miner's share of each charge when MINER_SHARE_BPS is unset. */
 const DEFAULT_MINER_SHARE_BPS = 8000;
-/** A stream with no first token after this long gets SSE keep-alive comments, this often. */
+/** A stream silent this long (before its first token, or mid-stream) gets SSE keep-alive comments, this often. */
 const DEFAULT_SSE_KEEPALIVE_MS = 5000;
 
 /** POST /v1/chat/completions, /v1/completions and /v1/embeddings. */
@@ -122,14 +122,14 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
           : { result: o.outcome === "error" && isInstanceFailure(o.errorCode) ? "failed" : "neutral" };
       c.executionCtx.waitUntil(Promise.all([job.release(report), settled]));
     };
-    return { meta, job, startedAt, headers, onEnd, billedPrompt, clientGone: c.get("clientGone"), echo: request.echo };
+    return { meta, job, startedAt, headers, onEnd, billedPrompt, clientGone: c.get("clientGone"), echo: request.echo, keepAliveMs };
   };
   const headers = { "x-request-id": c.get("requestId"), ...meter.rateHeaders };
+  const keepAliveMs = numberVar(c.env.SSE_KEEPALIVE_MS, DEFAULT_SSE_KEEPALIVE_MS);
 
   if (request.stream) {
     // A slow first token (long prefill, queueing, retries) gets an early 200 with SSE comment
     // keep-alives, so proxies and OpenRouter do not give up on a live request.
-    const keepAliveMs = numberVar(c.env.SSE_KEEPALIVE_MS, DEFAULT_SSE_KEEPALIVE_MS);
     const ready = await Promise.race([dispatching.then(() => true, () => true), sleep(keepAliveMs).then(() => false)]);
     if (!ready) {
       const { response, done } = keepAliveStream({

@@ -2,7 +2,8 @@ import { ERROR_CODES } from "../../protocol/index.ts";
 import { ApiError } from "../errors.ts";
 import { SSE_DONE, errorChunk, sseEvent, type ResponseMeta } from "../openai/format.ts";
 
-const KEEPALIVE = new TextEncoder().encode(": keep-alive\n\n");
+/** An SSE comment: clients ignore it; proxies see a live stream; a failed write shows the client left. */
+export const KEEPALIVE = new TextEncoder().encode(": keep-alive\n\n");
 
 export interface KeepAliveOptions<T> {
   meta: ResponseMeta;

@@ -14,6 +14,7 @@ import {
 } from "../openai/format.ts";
 import { plausibleTokens } from "../billing/pricing.ts";
 import type { Dispatched } from "./dispatch.ts";
+import { KEEPALIVE } from "./keepalive.ts";
 import type { InvocationRecord } from "./record.ts";
 
 /**
@@ -46,6 +47,11 @@ export interface RelayOptions {
   billedPrompt: (claimed: number) => number;
   /** Legacy completions with `echo`: the prompt, sent before the generated text. */
   echo?: string;
+  /**
+   * Streams: while the job is silent mid-stream, an SSE comment this often, so proxies keep the
+   * stream and a client that left is noticed (the write fails) and its job cancelled.
+   */
+  keepAliveMs?: number;
 }
 
 type ChunkEvent = Extract<JobEvent, { type: "chunk" }>;
@@ -162,7 +168,19 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
   const { readable, writable } = new IdentityTransformStream();
   const writer = writable.getWriter();
   // Writes are not awaited: output is bounded by max_tokens; a failed write means the client left.
-  const send = (bytes: Uint8Array) => void writer.write(bytes).catch(cancel);
+  let wroteAt = Date.now();
+  const send = (bytes: Uint8Array) => {
+    wroteAt = Date.now();
+    void writer.write(bytes).catch(cancel);
+  };
+  // One timer for the whole stream (not one per event): a comment whenever it was silent that long.
+  const every = opts.keepAliveMs ?? 0;
+  const keepAlive = every > 0
+    ? setInterval(() => {
+        if (Date.now() - wroteAt >= every - 10) send(KEEPALIVE);
+      }, every)
+    : null;
+  const nextEvent = (): Promise<JobEvent | null> => job.events.next().catch(() => null);
 
   const pump = async () => {
     const chat = meta.endpoint === "chat";
@@ -180,7 +198,7 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
       tally.chunk(ev);
       send(sseEvent(streamChunk(meta, { text: ev.text || (ev.toolCalls?.length ? null : ""), toolCalls: ev.toolCalls, logprobs: ev.logprobs, textOffset }, null)));
       textOffset += ev.text.length;
-      ev = await job.events.next().catch(() => null);
+      ev = await nextEvent();
       if (tally.ended) return; // the client went away meanwhile
     }
     if (ev?.type === "done") {
@@ -198,7 +216,10 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
     }
     send(SSE_DONE);
   };
-  const done = pump().finally(() => writer.close().catch(() => undefined));
+  const done = pump().finally(() => {
+    if (keepAlive) clearInterval(keepAlive);
+    return writer.close().catch(() => undefined);
+  });
   const response = new Response(readable, {
     headers: {
       ...opts.headers,
