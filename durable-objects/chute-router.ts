@@ -47,6 +47,10 @@ interface Waiter {
 export class ChuteRouter extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   private readonly instances = new Map<string, RouterInstance>();
+  /** What each instance's agent announced; its `maxConcurrency` is this capped by the chute's concurrency. */
+  private readonly announced = new Map<string, number>();
+  /** The chute's concurrency per instance (null until known). */
+  private cap: number | null = null;
   private readonly leases = new Map<string, { instanceId: string; expiresAt: number }>();
   private readonly inflight = new Map<string, number>();
   private waiters: Waiter[] = [];
@@ -81,13 +85,16 @@ export class ChuteRouter extends DurableObject<Env> {
       if (!row || row.value < 2) this.sql.exec("ALTER TABLE instances ADD COLUMN managed INTEGER NOT NULL DEFAULT 0");
       this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", SCHEMA_VERSION);
     }
+    this.sql.exec("CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value INTEGER NOT NULL)");
+    this.cap = this.sql.exec<{ value: number }>("SELECT value FROM settings WHERE key = 'cap'").toArray()[0]?.value ?? null;
     for (const r of this.sql.exec<{ instance_id: string; miner_id: string; max_concurrency: number; managed: number }>(
       "SELECT * FROM instances",
     )) {
+      this.announced.set(r.instance_id, r.max_concurrency);
       this.instances.set(r.instance_id, {
         instanceId: r.instance_id,
         minerId: r.miner_id,
-        maxConcurrency: r.max_concurrency,
+        maxConcurrency: this.capped(r.max_concurrency),
         managed: r.managed === 1,
       });
     }
@@ -156,27 +163,51 @@ export class ChuteRouter extends DurableObject<Env> {
   }
 
   /** Replace the instances one miner serves for this chute (an empty list removes them all). */
-  register(minerId: string, instances: { instanceId: string; maxConcurrency: number; managed?: boolean }[], chuteId?: string): void {
+  register(
+    minerId: string,
+    instances: { instanceId: string; maxConcurrency: number; managed?: boolean }[],
+    chuteId?: string,
+    /** The chute's concurrency per instance, which caps what agents announce. */
+    concurrency?: number,
+  ): void {
     if (chuteId) this.chuteId = chuteId;
+    if (concurrency !== undefined && concurrency !== this.cap) this.setConcurrency(concurrency);
     const before = new Set([...this.instances.values()].filter((i) => i.minerId === minerId).map((i) => i.instanceId));
     for (const id of before) {
       if (!instances.some((i) => i.instanceId === id)) this.removeInstance(id);
     }
-    for (const { instanceId, maxConcurrency, managed = false } of instances) {
+    for (const { instanceId, maxConcurrency: announced, managed = false } of instances) {
       const known = this.instances.get(instanceId);
+      const maxConcurrency = this.capped(announced);
       // Re-announcing an instance keeps its health (e.g. when the agent adds another instance).
-      if (known && known.minerId === minerId && known.maxConcurrency === maxConcurrency && known.managed === managed) continue;
+      if (known && known.minerId === minerId && this.announced.get(instanceId) === announced && known.managed === managed) continue;
+      this.announced.set(instanceId, announced);
       this.instances.set(instanceId, { instanceId, minerId, maxConcurrency, managed });
       this.sql.exec(
         "INSERT OR REPLACE INTO instances (instance_id, miner_id, max_concurrency, managed) VALUES (?, ?, ?, ?)",
         instanceId,
         minerId,
-        maxConcurrency,
+        announced,
         managed ? 1 : 0,
       );
     }
     this.serveWaiters();
     this.pokeScaler();
+  }
+
+  /**
+   * The chute's concurrency per instance changed: every instance takes at most that many
+   * requests from now on (in-flight ones above a lowered cap finish; no new ones start).
+   */
+  setConcurrency(concurrency: number): void {
+    this.cap = concurrency;
+    this.sql.exec("INSERT OR REPLACE INTO settings (key, value) VALUES ('cap', ?)", concurrency);
+    for (const inst of this.instances.values()) inst.maxConcurrency = this.capped(this.announced.get(inst.instanceId) ?? inst.maxConcurrency);
+    this.serveWaiters();
+  }
+
+  private capped(announced: number): number {
+    return this.cap === null ? announced : Math.min(announced, this.cap);
   }
 
   /** Drop one instance (its miner went away or failed a job before its first token). */
@@ -252,6 +283,7 @@ export class ChuteRouter extends DurableObject<Env> {
 
   private removeInstance(instanceId: string): void {
     this.instances.delete(instanceId);
+    this.announced.delete(instanceId);
     this.health.delete(instanceId);
     this.sql.exec("DELETE FROM instances WHERE instance_id = ?", instanceId);
   }

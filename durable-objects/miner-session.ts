@@ -314,11 +314,12 @@ export class MinerSession extends DurableObject<Env> {
           .where(and(inArray(chutes.name, names), isNull(chutes.deletedAt)))
       : [];
     const byName = new Map(known.map((c) => [c.name, c]));
+    const concurrency = new Map(known.map((c) => [c.id, c.concurrency]));
     const instances: InstanceAnnouncement[] = [];
     for (const inst of announced) {
       const chute = byName.get(inst.chute);
-      // An instance never takes more concurrent requests than its chute allows.
-      if (chute) instances.push({ ...inst, chute: chute.id, maxConcurrency: Math.min(inst.maxConcurrency, chute.concurrency) });
+      // The router caps what the agent announced by the chute's concurrency (which may change).
+      if (chute) instances.push({ ...inst, chute: chute.id });
       else log.warn("miner.unknown_chute", { component: "MinerSession", minerId: att.minerId, chute: inst.chute });
     }
     const current = attachmentOf(ws);
@@ -333,6 +334,7 @@ export class MinerSession extends DurableObject<Env> {
             .filter((i) => i.chute === chute)
             .map((i) => ({ instanceId: i.instanceId, maxConcurrency: i.maxConcurrency, managed: i.managed === true })),
           chute,
+          concurrency.get(chute),
         ),
       ),
     );

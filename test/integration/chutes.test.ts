@@ -401,6 +401,17 @@ describe("a chute served by a real agent", () => {
     await expect.poll(async () => (await call<LiveChute>("GET", `/chutes/${chute.id}`, keyA)).body.utilization.inflight).toBe(0);
   });
 
+  it("PATCH concurrency reaches the running instance at once, down and back up to what its agent offers", async () => {
+    const capacity = async () => (await call<LiveChute>("GET", `/chutes/${chute.id}`, keyA)).body.instances[0]?.capacity;
+    expect((await call("PATCH", `/chutes/${chute.id}`, keyA, { concurrency: 1 })).status).toBe(200);
+    expect(await capacity()).toBe(1);
+    // The agent offers 4: a chute that allows 8 gets 4.
+    expect((await call("PATCH", `/chutes/${chute.id}`, keyA, { concurrency: 8 })).status).toBe(200);
+    expect(await capacity()).toBe(4);
+    expect((await call("PATCH", `/chutes/${chute.id}`, keyA, { concurrency: 2 })).status).toBe(200);
+    expect(await capacity()).toBe(2);
+  });
+
   it("DELETE drains its instances; the chute is then gone (404, unlisted, uncallable) and its name free again", async () => {
     expect((await call("DELETE", `/chutes/${chute.id}`, invokeOnlyA)).status).toBe(403);
     const res = await call("DELETE", `/chutes/${chute.id}`, keyA);

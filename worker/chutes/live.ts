@@ -38,6 +38,11 @@ export async function pokeScaler(env: Env, chuteId: string): Promise<void> {
   }
 }
 
+/** The chute's concurrency per instance changed: running instances take it at once. */
+export async function applyConcurrency(env: Env, chuteId: string, concurrency: number): Promise<void> {
+  await routerOf(env, chuteId).setConcurrency(concurrency);
+}
+
 /** Drain every instance of the chute and stop scaling it; how many instances were asked to drain. */
 export async function retireChute(env: Env, chuteId: string, reason: string): Promise<number> {
   return await scalerOf(env, chuteId).retire(chuteId, reason);

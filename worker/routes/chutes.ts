@@ -3,7 +3,7 @@ import { drizzle } from "drizzle-orm/d1";
 import { Hono, type Context } from "hono";
 import { forgetChute, listChutes, visibleTo } from "../catalog/index.ts";
 import type { ChuteRecord } from "../catalog/types.ts";
-import { liveState, pokeScaler, retireChute } from "../chutes/live.ts";
+import { applyConcurrency, liveState, pokeScaler, retireChute } from "../chutes/live.ts";
 import { CreateChuteBody, DEFAULT_MAX_OUTPUT_TOKENS, IMMUTABLE_FIELDS, PatchChuteBody, parseChuteBody } from "../chutes/schemas.ts";
 import { chuteObject, liveFields, parseGpuTypes } from "../chutes/shape.ts";
 import { chutes } from "../db/schema.ts";
@@ -140,6 +140,7 @@ export const chuteRoutes = new Hono<AppEnv>()
     // This isolate sees the change at once; others when their chute cache expires (10 s).
     forgetChute(updated.name);
     const rescale = ["minInstances", "maxInstances", "gpuCount", "minVramMb", "gpuTypes", "concurrency"].some((k) => Object.hasOwn(set, k));
+    if (Object.hasOwn(set, "concurrency")) await applyConcurrency(c.env, updated.id, updated.concurrency);
     if (rescale) await pokeScaler(c.env, updated.id);
     audit(c, "chute.update", updated, { fields: Object.keys(set) });
     return c.json(chuteObject(updated));
