@@ -69,6 +69,8 @@ export class MinerSession extends DurableObject<Env> {
   /** Deploy offers sent and not yet answered, by offer id; and the chute of each offer until it is ready or failed. */
   private readonly offers = new Map<string, PendingOffer>();
   private readonly offerChutes = new Map<string, string>();
+  /** The latest capacity announcement being registered with the routers. */
+  private announcing: Promise<void> = Promise.resolve();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -269,7 +271,8 @@ export class MinerSession extends DurableObject<Env> {
   private async onFrame(ws: WebSocket, att: Attachment, frame: AgentFrame, raw: string | ArrayBuffer): Promise<void> {
     switch (frame.type) {
       case "capacity":
-        return this.announce(ws, att, frame.instances);
+        this.announcing = this.announce(ws, att, frame.instances);
+        return this.announcing;
       case "chunk":
       case "done":
       case "error":
@@ -299,8 +302,10 @@ export class MinerSession extends DurableObject<Env> {
     const chuteId = this.offerChutes.get(frame.offerId);
     if (chuteId && (frame.status === "ready" || frame.status === "failed")) {
       this.offerChutes.delete(frame.offerId);
-      // The scaler stops counting the launch as pending: it is up (and announced), or it failed.
-      this.ctx.waitUntil(this.scaler(chuteId).deployEnded(frame.offerId, frame.status === "ready", frame.message ?? ""));
+      // The scaler stops counting the launch as pending: it is up, or it failed. The agent
+      // announced the instance before saying so; once that is registered, the router lists it.
+      const ended = this.announcing.catch(() => undefined).then(() => this.scaler(chuteId).deployEnded(frame.offerId, frame.status === "ready", frame.message ?? ""));
+      this.ctx.waitUntil(ended);
     }
   }
 

@@ -205,8 +205,9 @@ export class MinerAgent {
         reply("failed", { instanceId, message: "the agent began draining during the launch" });
         return;
       }
-      reply("ready", { instanceId });
+      // Announced first, so the gateway routes to it by the time it hears the launch is over.
       this.announce();
+      reply("ready", { instanceId });
     } catch (err) {
       this.deploying.delete(offerId);
       const message = err instanceof Error ? err.message : String(err);
