@@ -1,4 +1,4 @@
-import type { DeploySpec, GatewayFrame, Gpu, Hotkey, InstanceAnnouncement } from "../protocol/index.ts";
+import { choiceCount, type DeploySpec, type GatewayFrame, type Gpu, type Hotkey, type InstanceAnnouncement } from "../protocol/index.ts";
 import { deployableEngines, type ResolvedConfig } from "./config.ts";
 import { GatewayConnection } from "./connection.ts";
 import { decideOffer } from "./deploy.ts";
@@ -155,7 +155,8 @@ export class MinerAgent {
           this.conn?.send({ type: "error", id: frame.id, code: "no_capacity", message: "Instance not served here.", retryable: true });
           return;
         }
-        if (inst.active >= inst.engine.capacity || this.runner.has(frame.id)) {
+        // A job with several choices takes a slot for each.
+        if (inst.active + choiceCount(frame.spec) > inst.engine.capacity || this.runner.has(frame.id)) {
           this.conn?.send({ type: "error", id: frame.id, code: "capacity_exceeded", message: "Instance is full.", retryable: true });
           return;
         }

@@ -43,4 +43,23 @@ describe("job runner", () => {
     expect(inst.active).toBe(0);
     expect(runner.inflight).toBe(0);
   });
+
+  it("runs a job's choices at once, each in its own frames, and reports each one's finish", async () => {
+    const frames: AgentFrame[] = [];
+    const runner = new JobRunner((f) => (frames.push(f), true), () => 0);
+    const inst = instance();
+    await runner.run(inst, "j3", { kind: "completion", prompt: "p", prompts: ["p", "q"], n: 2, params: { maxTokens: 5 } }, undefined);
+    const chunks = frames.filter((f) => f.type === "chunk");
+    const text = [0, 1, 2, 3].map((i) => chunks.filter((c) => c.choice === i).map((c) => c.text).join(""));
+    expect(text).toEqual(Array.from({ length: 4 }, () => "tok0 tok1 tok2 tok3 tok4"));
+    const done = frames.at(-1);
+    expect(done).toMatchObject({
+      type: "done",
+      finishReason: "length",
+      choices: [0, 1, 2, 3].map((index) => ({ index, finishReason: "length" })),
+      usage: { completionTokens: 20 },
+    });
+    expect(upstream.requests.slice(-4).map((r) => r.body.prompt).sort()).toEqual(["p", "p", "q", "q"]);
+    expect(inst).toMatchObject({ active: 0, requestsServed: 1, tokensServed: 20 });
+  });
 });

@@ -1,5 +1,6 @@
-import type { AgentFrame, EmbeddingVector, JobSpec, TokenLogprob, ToolCallDelta, Usage } from "../protocol/index.ts";
+import { choicesOf, type AgentFrame, type EmbeddingVector, type JobSpec, type TokenLogprob, type ToolCallDelta, type Usage } from "../protocol/index.ts";
 import type { Engine } from "./engines/index.ts";
+import type { GenerateResult } from "./engines/types.ts";
 import { EngineError } from "./engines/types.ts";
 import { log } from "./log.ts";
 
@@ -13,9 +14,13 @@ export interface ServedInstance {
   tokensServed: number;
 }
 
+/** One choice of a running job (most jobs have one): its output on the way to the gateway. */
 interface RunningJob {
   id: string;
+  /** Jobs with several choices: this one's index (sent with each of its frames). */
+  choice: number | undefined;
   instance: ServedInstance;
+  /** Shared by the job's choices: the gateway's cancel. */
   abort: AbortController;
   startedAt: number;
   ttftMs: number | null;
@@ -72,11 +77,16 @@ export class JobRunner {
   }
 
   async run(inst: ServedInstance, id: string, spec: JobSpec, traceId: string | undefined): Promise<void> {
-    const job: RunningJob = {
+    const choices = choicesOf(spec);
+    const multi = choices.length > 1;
+    const abort = new AbortController();
+    const startedAt = performance.now();
+    const streams: RunningJob[] = choices.map((c) => ({
       id,
+      choice: multi ? c.index : undefined,
       instance: inst,
-      abort: new AbortController(),
-      startedAt: performance.now(),
+      abort,
+      startedAt,
       ttftMs: null,
       pendingText: "",
       pendingTokens: 0,
@@ -86,9 +96,12 @@ export class JobRunner {
       promptTokens: undefined,
       promptLogprobs: undefined,
       flushScheduled: false,
-    };
+    }));
+    const job = streams[0]!;
+    const sent = () => streams.reduce((n, s) => n + s.sentTokens, 0);
+    const ttft = () => streams.reduce<number | null>((t, s) => (s.ttftMs !== null && (t === null || s.ttftMs < t) ? s.ttftMs : t), null);
     this.jobs.set(id, job);
-    inst.active++;
+    inst.active += choices.length;
     let outcome = "ok";
     let usage: Usage = { promptTokens: 0, completionTokens: 0 };
     try {
@@ -101,30 +114,28 @@ export class JobRunner {
         this.send({ type: "done", id, finishReason: "stop", usage, timings: { ttftMs: job.ttftMs, durationMs: performance.now() - job.startedAt } });
         return;
       }
-      const result = await inst.engine.generate(spec, {
-        signal: job.abort.signal,
-        onDelta: (text, tokens, logprobs) => this.onDelta(job, text, tokens, logprobs),
-        onToolCall: (delta, tokens) => this.onToolCall(job, delta, tokens),
-        onPrompt: (n) => {
-          job.promptTokens = n;
-        },
-        onPromptLogprobs: (logprobs) => {
-          job.promptLogprobs = logprobs;
-        },
+      const results = await this.generateAll(inst, choices.map((c) => c.spec), streams);
+      // Each prompt's tokens count once, however many choices answer it (as OpenAI counts them).
+      const firstOfPrompt = (i: number) => choices.findIndex((c) => c.prompt === choices[i]!.prompt) === i;
+      usage = { promptTokens: 0, completionTokens: 0 };
+      results.forEach((r, i) => {
+        usage.completionTokens += r.completionTokens;
+        if (!firstOfPrompt(i)) return;
+        usage.promptTokens += r.promptTokens;
+        if (r.cachedPromptTokens !== undefined) usage.cachedPromptTokens = (usage.cachedPromptTokens ?? 0) + r.cachedPromptTokens;
       });
-      usage = { promptTokens: result.promptTokens, completionTokens: result.completionTokens };
-      if (result.cachedPromptTokens !== undefined) usage.cachedPromptTokens = result.cachedPromptTokens;
       if (job.abort.signal.aborted) {
         outcome = "cancelled";
         return;
       }
-      this.flush(job);
+      for (const s of streams) this.flush(s);
       this.send({
         type: "done",
         id,
-        finishReason: result.finishReason,
+        finishReason: results[0]!.finishReason,
+        ...(multi ? { choices: results.map((r, i) => ({ index: choices[i]!.index, finishReason: r.finishReason })) } : {}),
         usage,
-        timings: { ttftMs: job.ttftMs, durationMs: performance.now() - job.startedAt },
+        timings: { ttftMs: ttft(), durationMs: performance.now() - startedAt },
       });
     } catch (err) {
       if (job.abort.signal.aborted) {
@@ -132,28 +143,63 @@ export class JobRunner {
         return;
       }
       outcome = "error";
-      this.flush(job);
+      for (const s of streams) this.flush(s);
       const message = err instanceof Error ? err.message : String(err);
-      const retryable = job.sentTokens === 0 && (!(err instanceof EngineError) || err.retryable);
+      const retryable = sent() === 0 && (!(err instanceof EngineError) || err.retryable);
       const code = err instanceof EngineError ? err.code : "engine_error";
       this.send({ type: "error", id, code, message: message.slice(0, 4000), retryable });
     } finally {
       this.jobs.delete(id);
-      inst.active--;
+      inst.active -= choices.length;
       inst.requestsServed++;
-      inst.tokensServed += outcome === "ok" ? usage.completionTokens : job.sentTokens;
+      inst.tokensServed += outcome === "ok" ? usage.completionTokens : sent();
       log.info("job.end", {
         id,
         traceId,
         chute: inst.chute,
         instanceId: inst.instanceId,
         outcome,
+        ...(multi ? { choices: choices.length } : {}),
         promptTokens: usage.promptTokens,
-        completionTokens: outcome === "ok" ? usage.completionTokens : job.sentTokens + job.pendingTokens,
-        ttftMs: job.ttftMs,
-        durationMs: Math.round(performance.now() - job.startedAt),
+        completionTokens: outcome === "ok" ? usage.completionTokens : sent() + streams.reduce((n, s) => n + s.pendingTokens, 0),
+        ttftMs: ttft(),
+        durationMs: Math.round(performance.now() - startedAt),
       });
     }
+  }
+
+  /**
+   * Generate every choice at once (each on its own sequence of the engine). The first failure
+   * stops the others and is what the job fails with.
+   */
+  private async generateAll(inst: ServedInstance, specs: JobSpec[], streams: RunningJob[]): Promise<GenerateResult[]> {
+    const siblings = new AbortController();
+    let firstError: unknown = null;
+    const settled = await Promise.allSettled(
+      specs.map((spec, i) => {
+        const s = streams[i]!;
+        const signal = specs.length > 1 ? AbortSignal.any([s.abort.signal, siblings.signal]) : s.abort.signal;
+        return inst.engine
+          .generate(spec, {
+            signal,
+            onDelta: (text, tokens, logprobs) => this.onDelta(s, text, tokens, logprobs),
+            onToolCall: (delta, tokens) => this.onToolCall(s, delta, tokens),
+            onPrompt: (n) => {
+              s.promptTokens = n;
+            },
+            onPromptLogprobs: (logprobs) => {
+              s.promptLogprobs = logprobs;
+            },
+          })
+          .catch((err: unknown) => {
+            if (firstError === null && !siblings.signal.aborted) firstError = err;
+            siblings.abort(new Error("another choice of the job failed"));
+            throw err;
+          });
+      }),
+    );
+    if (settled.some((r) => r.status === "rejected")) throw firstError ?? (settled.find((r) => r.status === "rejected") as PromiseRejectedResult).reason;
+    return settled.map((r) => (r as PromiseFulfilledResult<GenerateResult>).value);
   }
 
   /** An embedding job: vectors go out in chunk frames of bounded size, then usage in `done`. */
@@ -242,7 +288,8 @@ export class JobRunner {
       : {};
     const toolCalls = job.pendingToolCalls.length > 0 ? { toolCalls: job.pendingToolCalls } : {};
     const logprobs = job.pendingLogprobs.length > 0 ? { logprobs: job.pendingLogprobs } : {};
-    this.send({ type: "chunk", id: job.id, text: job.pendingText, tokens: job.pendingTokens, ...first, ...toolCalls, ...logprobs });
+    const choice = job.choice !== undefined ? { choice: job.choice } : {};
+    this.send({ type: "chunk", id: job.id, text: job.pendingText, tokens: job.pendingTokens, ...choice, ...first, ...toolCalls, ...logprobs });
     job.sentTokens += job.pendingTokens;
     job.pendingText = "";
     job.pendingTokens = 0;

@@ -12,6 +12,9 @@ import { z } from "zod";
 /** Most inputs one embeddings request may carry (OpenAI's limit). */
 export const MAX_EMBEDDING_INPUTS = 2048;
 
+/** Most choices one request may ask for (`n` x prompts): each takes a slot of one instance. */
+export const MAX_CHOICES = 16;
+
 /** Most tokens OpenAI lets a request ask alternatives for (`top_logprobs`). */
 export const MAX_TOP_LOGPROBS = 20;
 
@@ -96,6 +99,8 @@ export const JobSpec = z.discriminatedUnion("kind", [
     /** False: at most one tool call per answer. */
     parallelToolCalls: z.boolean().optional(),
     responseFormat: ResponseFormat.optional(),
+    /** Choices to generate (OpenAI `n`; v1 addition): absent = 1. */
+    n: z.int().min(2).max(MAX_CHOICES).optional(),
   }),
   z.object({
     kind: z.literal("completion"),
@@ -108,10 +113,55 @@ export const JobSpec = z.discriminatedUnion("kind", [
      * come back in chunk frames (`embeddings`), usage in the done frame.
      */
     embedding: z.object({ input: z.array(z.string()).min(1).max(MAX_EMBEDDING_INPUTS) }).optional(),
+    /** Choices per prompt (OpenAI `n`; v1 addition): absent = 1. */
+    n: z.int().min(2).max(MAX_CHOICES).optional(),
+    /** Several prompts (a legacy prompt array; v1 addition): `prompt` is the first of them. */
+    prompts: z.array(z.string()).min(2).max(MAX_CHOICES).optional(),
   }),
 ]);
 export type JobSpec = z.infer<typeof JobSpec>;
 export type ChatJobSpec = Extract<JobSpec, { kind: "chat" }>;
+
+/** One choice of a job: what an engine generates (a single-choice spec), and which prompt it answers. */
+export interface Choice {
+  index: number;
+  prompt: number;
+  spec: JobSpec;
+}
+
+/** How many choices a job asks for: its prompts times `n`. */
+export function choiceCount(spec: JobSpec): number {
+  return (spec.kind === "completion" ? (spec.prompts?.length ?? 1) : 1) * (spec.n ?? 1);
+}
+
+/**
+ * A job's choices as single-choice specs, in OpenAI's order (choice `p * n + j` is the j-th
+ * answer to prompt p). Copies of one prompt get seeds seed, seed+1, ... so a seeded request
+ * stays reproducible and its choices still differ.
+ */
+export function choicesOf(spec: JobSpec): Choice[] {
+  const n = spec.n ?? 1;
+  const prompts = spec.kind === "completion" ? (spec.prompts ?? [spec.prompt]) : [null];
+  const out: Choice[] = [];
+  prompts.forEach((prompt, p) => {
+    for (let j = 0; j < n; j++) {
+      const params = spec.params.seed !== undefined && j > 0 ? { ...spec.params, seed: spec.params.seed + j } : spec.params;
+      const single: JobSpec =
+        spec.kind === "completion"
+          ? { ...withoutChoices(spec), prompt: prompt ?? spec.prompt, params }
+          : { ...withoutChoices(spec), params };
+      out.push({ index: p * n + j, prompt: p, spec: single });
+    }
+  });
+  return out;
+}
+
+function withoutChoices<T extends JobSpec>(spec: T): T {
+  const copy = { ...spec };
+  delete copy.n;
+  if (copy.kind === "completion") delete copy.prompts;
+  return copy;
+}
 
 export const FinishReason = z.enum(["stop", "length", "tool_calls"]);
 export type FinishReason = z.infer<typeof FinishReason>;

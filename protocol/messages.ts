@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { ERROR_CODE_NAMES } from "./errors.ts";
-import { MAX_EMBEDDING_INPUTS } from "./inference.ts";
+import { MAX_CHOICES, MAX_EMBEDDING_INPUTS } from "./inference.ts";
 import { EmbeddingVector, FinishReason, JobSpec, TokenLogprob, ToolCallDelta, Usage } from "./inference.ts";
 
 /** Wire protocol version; both ends refuse a peer that speaks another. */
@@ -99,11 +99,15 @@ export const JobChunk = z.object({
   promptLogprobs: z.array(TokenLogprob).optional(),
   /** Embedding jobs: vectors (text is empty; `tokens` is the inputs' prompt tokens). */
   embeddings: z.array(EmbeddingVector).max(MAX_EMBEDDING_INPUTS).optional(),
+  /** Jobs with several choices (v1 addition): which one this frame continues; absent = 0. */
+  choice: z.int().min(0).max(MAX_CHOICES - 1).optional(),
 });
 export const JobDone = z.object({
   type: z.literal("done"),
   id: JobId,
   finishReason: FinishReason,
+  /** Jobs with several choices (v1 addition): each one's finish reason (`finishReason` is choice 0's). */
+  choices: z.array(z.object({ index: z.int().min(0).max(MAX_CHOICES - 1), finishReason: FinishReason })).max(MAX_CHOICES).optional(),
   usage: Usage,
   timings: z.object({ ttftMs: z.number().nonnegative().nullable(), durationMs: z.number().nonnegative() }),
 });

@@ -75,13 +75,50 @@ describe("chat request fields", () => {
     expect([unknown.status, unknown.error.code]).toEqual([400, "invalid_request"]);
   });
 
-  it("n=1, user, seed, stop and stream_options are accepted; n>1 is refused with param n", async () => {
+  it("n=1, user, seed, stop and stream_options are accepted", async () => {
     const r = await chat({ n: 1, user: "user-1234", seed: 5, stop: ["zzz"] });
     expect(r.choices).toHaveLength(1);
     // llama.cpp starts every job from a cleared sequence: it knows no prompt token was cached.
     expect(r.usage!.prompt_tokens_details).toEqual({ cached_tokens: 0 });
-    const n2 = await badRequest({ messages, n: 2 });
-    expect([n2.status, n2.error.param]).toEqual([400, "n"]);
+  });
+
+  it("n>1 returns n choices; seeded, choice j is what seed+j gives alone; the prompt is counted once", async () => {
+    const sampled = { temperature: 1, max_tokens: 12 };
+    const one = await chat({ ...sampled, seed: 11 });
+    const three = await chat({ ...sampled, seed: 11, n: 3 });
+    expect(three.choices.map((c) => c.index)).toEqual([0, 1, 2]);
+    expect(three.choices[0]!.message.content).toBe(textOf(one));
+    expect(three.choices[1]!.message.content).toBe(textOf(await chat({ ...sampled, seed: 12 })));
+    expect(three.choices[2]!.message.content).toBe(textOf(await chat({ ...sampled, seed: 13 })));
+    expect(new Set(three.choices.map((c) => c.message.content)).size).toBeGreaterThan(1);
+    for (const c of three.choices) expect(c.finish_reason).toBe("length");
+    expect(three.usage).toMatchObject({ prompt_tokens: one.usage!.prompt_tokens, completion_tokens: 36 });
+    // Each choice takes a slot of one instance: more than the chute's concurrency (4) is refused.
+    const five = await badRequest({ messages, n: 5 });
+    expect([five.status, five.error.param]).toEqual([400, "n"]);
+    expect(five.error.message).toMatch(/at most 4 choices/);
+  });
+
+  it("n>1 streams every choice by index, each with its finish reason, then the summed usage", async () => {
+    const sampled = { temperature: 1, max_tokens: 8, seed: 21 };
+    const whole = await chat({ ...sampled, n: 2 });
+    const stream = await client.chat.completions.create({ model, messages, ...sampled, n: 2, stream: true, stream_options: { include_usage: true } });
+    const text = ["", ""];
+    const finish: (string | null)[] = [null, null];
+    const roles: number[] = [];
+    let usage: OpenAI.CompletionUsage | undefined;
+    for await (const chunk of stream) {
+      for (const c of chunk.choices) {
+        if (c.delta.role) roles.push(c.index);
+        text[c.index] += c.delta.content ?? "";
+        if (c.finish_reason) finish[c.index] = c.finish_reason;
+      }
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(roles.sort()).toEqual([0, 1]);
+    expect(text).toEqual(whole.choices.map((c) => c.message.content));
+    expect(finish).toEqual(["length", "length"]);
+    expect(usage).toMatchObject({ completion_tokens: 16, prompt_tokens: whole.usage!.prompt_tokens });
   });
 
   it("content-part arrays of text equal the string content; image parts are refused on a text-only chute", async () => {
@@ -383,11 +420,35 @@ describe("legacy completions", () => {
     expect(streamed).toEqual(lp.tokens);
   });
 
-  it("a one-element prompt array works; longer arrays are refused (n=1)", async () => {
-    const r = await client.completions.create({ model, prompt: ["The cat"], max_tokens: 3, temperature: 0 });
-    expect(r.choices).toHaveLength(1);
-    const many = await badRequest({ prompt: ["a", "b"] }, "/completions");
-    expect([many.status, many.error.param]).toEqual([400, "prompt"]);
+  it("a prompt array answers each prompt in order, n times each, echoed when asked; prompts are each counted", async () => {
+    const alone = async (prompt: string) => (await client.completions.create({ model, prompt, max_tokens: 3, temperature: 0 })).choices[0]!.text;
+    const r = await client.completions.create({ model, prompt: ["The cat", "The dog sat"], max_tokens: 3, temperature: 0 });
+    expect(r.choices.map((c) => [c.index, c.text])).toEqual([
+      [0, await alone("The cat")],
+      [1, await alone("The dog sat")],
+    ]);
+    const cat = await client.completions.create({ model, prompt: "The cat", max_tokens: 3, temperature: 0 });
+    const dog = await client.completions.create({ model, prompt: "The dog sat", max_tokens: 3, temperature: 0 });
+    expect(r.usage).toMatchObject({ prompt_tokens: cat.usage!.prompt_tokens + dog.usage!.prompt_tokens, completion_tokens: 6 });
+    // Two prompts x n=2, echoed: choice p*2+j answers prompt p and starts with it.
+    const echoed = await client.completions.create({ model, prompt: ["The cat", "The dog sat"], n: 2, max_tokens: 3, temperature: 0, echo: true });
+    expect(echoed.choices.map((c) => c.index)).toEqual([0, 1, 2, 3]);
+    expect(echoed.choices.map((c) => c.text)).toEqual([
+      `The cat${cat.choices[0]!.text}`,
+      `The cat${cat.choices[0]!.text}`,
+      `The dog sat${dog.choices[0]!.text}`,
+      `The dog sat${dog.choices[0]!.text}`,
+    ]);
+    // Streamed: each choice's chunks carry its index; the echo opens each.
+    const stream = await client.completions.create({ model, prompt: ["The cat", "The dog sat"], max_tokens: 3, temperature: 0, echo: true, stream: true });
+    const streamed = ["", ""];
+    for await (const chunk of stream) for (const c of chunk.choices) streamed[c.index] += c.text;
+    expect(streamed).toEqual([`The cat${cat.choices[0]!.text}`, `The dog sat${dog.choices[0]!.text}`]);
+    const tooMany = await badRequest({ prompt: ["a", "b", "c"], n: 2 }, "/completions");
+    expect([tooMany.status, tooMany.error.param]).toEqual([400, "n"]);
+    const tokens = await badRequest({ prompt: [1, 2, 3] }, "/completions");
+    expect([tokens.status, tokens.error.param]).toEqual([400, "prompt"]);
+    expect(tokens.error.message).toMatch(/token-id prompts are not supported/);
   });
 });
 

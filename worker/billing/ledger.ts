@@ -7,7 +7,7 @@ import { ApiError } from "../errors.ts";
 import { log } from "../log.ts";
 import type { RateState } from "../../durable-objects/ledger-types.ts";
 import type { ApiKeyRecord } from "../catalog/types.ts";
-import { isFree, promptTokenBound, usdString, worstCaseNano } from "./pricing.ts";
+import { completionTokenBound, isFree, promptTokenBound, usdString, worstCaseNano } from "./pricing.ts";
 import type { JobSpec } from "../../protocol/index.ts";
 
 export function ledgerOf(env: Env, accountId: string): DurableObjectStub<AccountLedger> {
@@ -40,7 +40,7 @@ export async function openMeter(env: Env, key: ApiKeyRecord, chute: ChuteRecord,
   const ledger = ledgerOf(env, key.accountId);
   const free = isFree(chute);
   const amount = free ? 0 : worstCaseNano(chute, spec);
-  const tokens = promptTokenBound(spec) + spec.params.maxTokens;
+  const tokens = promptTokenBound(spec) + completionTokenBound(spec);
   const rate = {
     keyId: key.id,
     rpm: key.rpmLimit ?? limitVar(env.RATE_LIMIT_RPM, DEFAULT_RPM),

@@ -1,4 +1,4 @@
-import type { JobSpec } from "../../protocol/index.ts";
+import { choiceCount, type JobSpec } from "../../protocol/index.ts";
 import type { ChuteRecord } from "../catalog/types.ts";
 
 /**
@@ -42,7 +42,8 @@ const TOOLS_OVERHEAD = 2048;
  * for the worst-case hold and to clamp the miner's prompt count.
  */
 export function promptTokenBound(spec: JobSpec): number {
-  if (spec.kind === "completion") return utf8Length(spec.prompt) + PER_PROMPT_OVERHEAD;
+  // Several prompts (a legacy prompt array) count each; `n` copies of a prompt count it once.
+  if (spec.kind === "completion") return (spec.prompts ?? [spec.prompt]).reduce((n, p) => n + utf8Length(p) + PER_PROMPT_OVERHEAD, 0);
   let n = PER_PROMPT_OVERHEAD;
   for (const m of spec.messages) {
     n += utf8Length(m.content) + PER_MESSAGE_OVERHEAD + utf8Length(m.name ?? "") + utf8Length(m.toolCallId ?? "");
@@ -52,9 +53,14 @@ export function promptTokenBound(spec: JobSpec): number {
   return n;
 }
 
-/** The most a request can cost: its prompt bound at the prompt price plus max_tokens at the completion price. */
+/** The most tokens a request can generate: max_tokens for each of its choices. */
+export function completionTokenBound(spec: JobSpec): number {
+  return spec.params.maxTokens * choiceCount(spec);
+}
+
+/** The most a request can cost: its prompt bound at the prompt price plus its completion bound at the completion price. */
 export function worstCaseNano(chute: ChuteRecord, spec: JobSpec): number {
-  return costNano(chute, promptTokenBound(spec), spec.params.maxTokens);
+  return costNano(chute, promptTokenBound(spec), completionTokenBound(spec));
 }
 
 /**

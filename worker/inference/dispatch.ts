@@ -1,4 +1,4 @@
-import type { JobEvent } from "../../protocol/index.ts";
+import { choiceCount, type JobEvent } from "../../protocol/index.ts";
 import type { AcquireResult, ChuteRouter, LeaseReport } from "../../durable-objects/chute-router.ts";
 import type { MinerSession } from "../../durable-objects/miner-session.ts";
 import { JobEventReader } from "../../durable-objects/job-events.ts";
@@ -48,7 +48,8 @@ export interface FirstLease {
 export function acquireFirst(env: Env, chute: ChuteRecord, request: NormalizedRequest, queueWaitMs: number): FirstLease {
   const router = env.CHUTE_ROUTER.get(env.CHUTE_ROUTER.idFromName(chute.id));
   const prefixes = prefixHashes(request.spec);
-  const lease = router.acquire({ chute: chute.id, avoid: [], waitMs: queueWaitMs, prefixes });
+  const weight = choiceCount(request.spec);
+  const lease = router.acquire({ chute: chute.id, avoid: [], waitMs: queueWaitMs, prefixes, weight });
   let abandoned: Promise<void> | null = null;
   const abandon = () =>
     (abandoned ??= lease.then((l) => (l.ok ? router.release(l.leaseId) : undefined)).catch(() => undefined));
@@ -66,7 +67,7 @@ export async function dispatch(opts: DispatchOptions & { first: FirstLease }): P
   const avoid: string[] = [];
   let lastFailure: ApiError | null = null;
   for (let attempt = 1; ; attempt++) {
-    const lease = attempt === 1 ? await opts.first.lease : await router.acquire({ chute: chute.id, avoid, waitMs: opts.queueWaitMs, prefixes });
+    const lease = attempt === 1 ? await opts.first.lease : await router.acquire({ chute: chute.id, avoid, waitMs: opts.queueWaitMs, prefixes, weight: choiceCount(opts.request.spec) });
     // No other instance to try after a failure: the client gets that failure (a 502 for a
     // broken miner), not "no capacity", which would hide what went wrong.
     if (!lease.ok && lease.code === "no_capacity" && lastFailure) throw lastFailure;

@@ -1,4 +1,5 @@
 import type { Context } from "hono";
+import { choicesOf } from "../../protocol/index.ts";
 import { findChute } from "../catalog/index.ts";
 import type { AppEnv } from "../env.ts";
 import { numberVar } from "../env.ts";
@@ -61,6 +62,7 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
     throw err;
   });
   const promptBound = promptTokenBound(request.spec);
+  const choices = choicesOf(request.spec).map(({ index, prompt }) => ({ index, prompt }));
   const billedPrompt = (claimed: number) => Math.min(claimed, promptBound);
 
   const dispatching = dispatch({
@@ -122,7 +124,7 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
           : { result: o.outcome === "error" && isInstanceFailure(o.errorCode) ? "failed" : "neutral" };
       c.executionCtx.waitUntil(Promise.all([job.release(report), settled]));
     };
-    return { meta, job, startedAt, headers, onEnd, billedPrompt, clientGone: c.get("clientGone"), echo: request.echo, keepAliveMs };
+    return { meta, job, startedAt, headers, onEnd, billedPrompt, clientGone: c.get("clientGone"), choices, echo: request.echo, keepAliveMs };
   };
   const headers = { "x-request-id": c.get("requestId"), ...meter.rateHeaders };
   const keepAliveMs = numberVar(c.env.SSE_KEEPALIVE_MS, DEFAULT_SSE_KEEPALIVE_MS);

@@ -194,7 +194,16 @@ describe("normalizeCompletion", () => {
     const b = normalizeCompletion({ model: "m", prompt: ["hi"] }, chute);
     expect(a.spec).toEqual({ kind: "completion", prompt: "hi", params: { maxTokens: 16 } });
     expect(b.spec).toEqual(a.spec);
+    // Each choice takes a slot of one instance: this chute (concurrency 1) runs one at a time.
     expect(apiError(() => normalizeCompletion({ model: "m", prompt: ["a", "b"] }, chute)).param).toBe("prompt");
+    const wide: ChuteRecord = { ...chute, concurrency: 8 };
+    expect(normalizeCompletion({ model: "m", prompt: ["a", "b"], n: 2, echo: true }, wide)).toMatchObject({
+      spec: { kind: "completion", prompt: "a", prompts: ["a", "b"], n: 2 },
+      echo: ["a", "b"],
+    });
+    expect(normalizeChat({ model: "m", messages: [{ role: "user", content: "x" }], n: 3 }, wide).spec).toMatchObject({ n: 3 });
+    expect(normalizeChat({ model: "m", messages: [{ role: "user", content: "x" }], n: 1 }, wide).spec).not.toHaveProperty("n");
+    expect(apiError(() => normalizeCompletion({ model: "m", prompt: ["a", "b", "c"], n: 3 }, wide)).param).toBe("n");
     const upstream: ChuteRecord = { ...chute, engine: "openai-upstream" };
     expect(apiError(() => normalizeCompletion({ model: "m", prompt: "a", echo: true, logprobs: 2 }, upstream)).param).toBe("echo");
     expect(normalizeCompletion({ model: "m", prompt: "a", echo: true, logprobs: 2 }, chute).spec.params.logprobs).toEqual({ top: 2, prompt: true });
@@ -203,7 +212,7 @@ describe("normalizeCompletion", () => {
 
   it("maps echo and integer logprobs", () => {
     const r = normalizeCompletion({ model: "m", prompt: "hi", echo: true, max_tokens: 3, top_k: 4 }, chute);
-    expect(r).toMatchObject({ echo: "hi", spec: { params: { maxTokens: 3, topK: 4 } } });
+    expect(r).toMatchObject({ echo: ["hi"], spec: { params: { maxTokens: 3, topK: 4 } } });
     expect(normalizeCompletion({ model: "m", prompt: "hi", logprobs: 2 }, chute).spec.params.logprobs).toEqual({ top: 2 });
   });
 });

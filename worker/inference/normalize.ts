@@ -1,5 +1,5 @@
 import type { z } from "zod";
-import type { ChatMessage, JobSpec, ResponseFormat, SamplingParams, ToolChoice, ToolDefinition } from "../../protocol/index.ts";
+import { choiceCount, type ChatMessage, type JobSpec, type ResponseFormat, type SamplingParams, type ToolChoice, type ToolDefinition } from "../../protocol/index.ts";
 import { toGrammarSchema } from "../../protocol/json-schema.ts";
 import type { ChuteRecord } from "../catalog/types.ts";
 import { ApiError } from "../errors.ts";
@@ -21,8 +21,8 @@ export interface NormalizedRequest {
   stream: boolean;
   includeUsage: boolean;
   spec: JobSpec;
-  /** Legacy completions with `echo`: the prompt, sent back before the generated text. */
-  echo?: string;
+  /** Legacy completions with `echo`: each prompt (by its index), sent back before its choices' text. */
+  echo?: string[];
   /** Embeddings: how vectors are returned. */
   encoding?: "float" | "base64";
 }
@@ -89,6 +89,7 @@ export function normalizeChat(body: unknown, chute: ChuteRecord): NormalizedRequ
     const param = responseFormat ? "response_format" : "logprobs";
     refuse(`Model '${chute.name}' cannot combine '${param}' with tools the model may choose to call (tool_choice auto); use tool_choice 'required', a named function or 'none'.`, param);
   }
+  withChoices(spec, chute, req.n);
   return {
     endpoint: "chat",
     model: req.model,
@@ -96,6 +97,19 @@ export function normalizeChat(body: unknown, chute: ChuteRecord): NormalizedRequ
     includeUsage: req.stream_options?.include_usage === true,
     spec,
   };
+}
+
+/**
+ * Several choices (`n`, and for legacy completions several prompts): each takes a slot of one
+ * instance, so a request can ask for at most the chute's concurrency of them.
+ */
+function withChoices(spec: JobSpec, chute: ChuteRecord, n: number | null | undefined): void {
+  if (given(n) && n > 1) spec.n = n;
+  const count = choiceCount(spec);
+  if (count > chute.concurrency) {
+    const what = spec.kind === "completion" && spec.prompts ? "prompts x n" : "n";
+    refuse(`Model '${chute.name}' runs at most ${chute.concurrency} choices per request (${what} = ${count}).`, spec.kind === "completion" && spec.prompts && !(given(n) && n > 1) ? "prompt" : "n");
+  }
 }
 
 function textOf(content: string | readonly { type: string; text?: string }[] | null | undefined): string {
@@ -176,7 +190,8 @@ function toolsOf(req: ChatCompletionRequest, chute: ChuteRecord): { tools?: Tool
 
 export function normalizeCompletion(body: unknown, chute: ChuteRecord): NormalizedRequest {
   const req = parseBody(CompletionRequest, body);
-  const prompt = typeof req.prompt === "string" ? req.prompt : req.prompt[0];
+  const prompts = typeof req.prompt === "string" ? [req.prompt] : req.prompt;
+  const prompt = prompts[0]!;
   const maxTokens = maxTokensFor(chute, req.max_tokens ?? Math.min(LEGACY_DEFAULT_MAX_TOKENS, chute.maxOutputTokens), "max_tokens");
   const params = sampling(req, maxTokens, chute);
   if (given(req.logprobs)) {
@@ -187,13 +202,15 @@ export function normalizeCompletion(body: unknown, chute: ChuteRecord): Normaliz
       params.logprobs.prompt = true;
     }
   }
+  const spec: JobSpec = { kind: "completion", prompt, params, ...(prompts.length > 1 ? { prompts } : {}) };
+  withChoices(spec, chute, req.n);
   return {
     endpoint: "completion",
     model: req.model,
     stream: req.stream === true,
     includeUsage: req.stream_options?.include_usage === true,
-    spec: { kind: "completion", prompt, params },
-    ...(req.echo === true ? { echo: prompt } : {}),
+    spec,
+    ...(req.echo === true ? { echo: prompts } : {}),
   };
 }
 

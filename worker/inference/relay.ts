@@ -1,4 +1,4 @@
-import type { JobEvent } from "../../protocol/index.ts";
+import type { FinishReason, JobEvent } from "../../protocol/index.ts";
 import { ERROR_CODES } from "../../protocol/index.ts";
 import { ApiError } from "../errors.ts";
 import {
@@ -45,8 +45,10 @@ export interface RelayOptions {
   onEnd: (outcome: JobOutcome) => void;
   /** The prompt tokens billed for a miner's prompt count (clamped to the gateway's bound). */
   billedPrompt: (claimed: number) => number;
-  /** Legacy completions with `echo`: the prompt, sent before the generated text. */
-  echo?: string;
+  /** The job's choices (index, and which prompt each answers); one for most requests. */
+  choices: readonly { index: number; prompt: number }[];
+  /** Legacy completions with `echo`: each prompt, sent before the text of the choices that answer it. */
+  echo?: readonly string[];
   /**
    * Streams: while the job is silent mid-stream, an SSE comment this often, so proxies keep the
    * stream and a client that left is noticed (the write fails) and its job cancelled.
@@ -130,6 +132,42 @@ class ToolCallOrder {
   }
 }
 
+/** What the relay keeps per choice: tool-call order, where its text is, whether it has started. */
+class ChoiceState {
+  readonly calls = new ToolCallOrder();
+  opened = false;
+  textOffset: number;
+  text: string;
+  readonly toolCalls = new ToolCallCollector();
+  logprobs: NonNullable<ChunkEvent["logprobs"]> | null = null;
+
+  constructor(
+    readonly index: number,
+    readonly echo: string,
+  ) {
+    this.textOffset = echo.length;
+    this.text = echo;
+  }
+}
+
+function choiceStates(opts: RelayOptions): ChoiceState[] {
+  return opts.choices.map((c) => new ChoiceState(c.index, opts.echo?.[c.prompt] ?? ""));
+}
+
+/** The choice a chunk continues, or null when the miner named one the job does not have. */
+function choiceOf(states: readonly ChoiceState[], ev: ChunkEvent): ChoiceState | null {
+  return states[ev.choice ?? 0] ?? null;
+}
+
+/** Each choice's finish reason (`finishReason` is choice 0's; jobs with several choices list them). */
+function finishOf(ev: Extract<JobEvent, { type: "done" }>, index: number): FinishReason {
+  return ev.choices?.find((c) => c.index === index)?.finishReason ?? ev.finishReason;
+}
+
+function invalidChoice(ev: ChunkEvent): Extract<JobEvent, { type: "error" }> {
+  return { type: "error", id: ev.id, code: "bad_upstream_response", message: "The miner sent an invalid response (a choice the request did not ask for).", retryable: false };
+}
+
 function failure(ev: Extract<JobEvent, { type: "error" }> | null): { code: keyof typeof ERROR_CODES; message: string } {
   return ev ?? { code: "miner_disconnected", message: "The miner stopped answering during the request." };
 }
@@ -184,26 +222,37 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
 
   const pump = async () => {
     const chat = meta.endpoint === "chat";
-    const echo = opts.echo ?? "";
-    const promptLogprobs = job.first.type === "chunk" ? job.first.promptLogprobs : undefined;
-    send(sseEvent(streamChunk(meta, chat ? { role: true, text: "" } : { text: echo, logprobs: promptLogprobs, textOffset: 0 }, null)));
-    let textOffset = echo.length;
+    const states = choiceStates(opts);
+    // A choice's first chunk names the role (chat), or carries its echoed prompt (completions).
+    const open = (c: ChoiceState, promptLogprobs?: ChunkEvent["promptLogprobs"]) => {
+      if (c.opened) return;
+      c.opened = true;
+      send(sseEvent(streamChunk(meta, chat ? { index: c.index, role: true, text: "" } : { index: c.index, text: c.echo, logprobs: promptLogprobs, textOffset: 0 }, null)));
+    };
     let ev: JobEvent | null = job.first;
-    const calls = new ToolCallOrder();
     while (ev?.type === "chunk") {
-      if (!calls.accepts(ev)) {
-        ev = calls.invalid(ev);
+      const c = choiceOf(states, ev);
+      if (!c) {
+        ev = invalidChoice(ev);
         break;
       }
+      if (!c.calls.accepts(ev)) {
+        ev = c.calls.invalid(ev);
+        break;
+      }
+      open(c, ev.promptLogprobs);
       tally.chunk(ev);
-      send(sseEvent(streamChunk(meta, { text: ev.text || (ev.toolCalls?.length ? null : ""), toolCalls: ev.toolCalls, logprobs: ev.logprobs, textOffset }, null)));
-      textOffset += ev.text.length;
+      send(sseEvent(streamChunk(meta, { index: c.index, text: ev.text || (ev.toolCalls?.length ? null : ""), toolCalls: ev.toolCalls, logprobs: ev.logprobs, textOffset: c.textOffset }, null)));
+      c.textOffset += ev.text.length;
       ev = await nextEvent();
       if (tally.ended) return; // the client went away meanwhile
     }
     if (ev?.type === "done") {
       tally.done(ev);
-      send(sseEvent(streamChunk(meta, {}, ev.finishReason)));
+      for (const c of states) {
+        open(c);
+        send(sseEvent(streamChunk(meta, { index: c.index }, finishOf(ev, c.index))));
+      }
       if (meta.includeUsage) {
         send(sseEvent(usageChunk(meta, usageBody(opts.billedPrompt(tally.promptTokens ?? 0), tally.delivered, ev.usage.cachedPromptTokens))));
       }
@@ -237,19 +286,23 @@ export async function relayComplete(opts: RelayOptions): Promise<Response> {
   const tally = new Tally(opts.startedAt, opts.onEnd);
   onClientGone(opts, tally, false);
   let ev: JobEvent | null = job.first;
-  let text = opts.echo ?? "";
-  const toolCalls = new ToolCallCollector();
-  let logprobs: NonNullable<ChunkEvent["logprobs"]> | null = job.first.type === "chunk" && job.first.promptLogprobs ? [...job.first.promptLogprobs] : null;
-  const calls = new ToolCallOrder();
+  const states = choiceStates(opts);
   while (ev?.type === "chunk") {
-    if (!calls.accepts(ev)) {
-      ev = calls.invalid(ev);
+    const c = choiceOf(states, ev);
+    if (!c) {
+      ev = invalidChoice(ev);
       break;
     }
+    if (!c.calls.accepts(ev)) {
+      ev = c.calls.invalid(ev);
+      break;
+    }
+    if (!c.opened && ev.promptLogprobs) c.logprobs = [...ev.promptLogprobs];
+    c.opened = true;
     tally.chunk(ev);
-    text += ev.text;
-    if (ev.toolCalls) toolCalls.add(ev.toolCalls);
-    if (ev.logprobs) (logprobs ??= []).push(...ev.logprobs);
+    c.text += ev.text;
+    if (ev.toolCalls) c.toolCalls.add(ev.toolCalls);
+    if (ev.logprobs) (c.logprobs ??= []).push(...ev.logprobs);
     ev = await job.events.next().catch(() => null);
   }
   if (tally.ended) throw new ApiError("request_timeout", "The client closed the request.");
@@ -263,6 +316,8 @@ export async function relayComplete(opts: RelayOptions): Promise<Response> {
   tally.done(ev);
   tally.end({ outcome: "ok", errorCode: null, finishReason: ev.finishReason });
   const usage = usageBody(opts.billedPrompt(tally.promptTokens ?? 0), tally.delivered, ev.usage.cachedPromptTokens);
-  const body = completeBody(meta, { text, finish: ev.finishReason, usage, toolCalls: toolCalls.all, logprobs });
+  const done = ev;
+  const choices = states.map((c) => ({ index: c.index, text: c.text, finish: finishOf(done, c.index), toolCalls: c.toolCalls.all, logprobs: c.logprobs }));
+  const body = completeBody(meta, { usage, choices });
   return new Response(JSON.stringify(body), { headers: { ...opts.headers, "content-type": "application/json" } });
 }

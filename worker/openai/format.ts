@@ -33,8 +33,10 @@ export function newResponseId(endpoint: Endpoint): string {
 
 type StreamFinish = FinishReason | "error" | null;
 
-/** What one streamed chunk carries for choice 0. */
+/** What one streamed chunk carries for one choice. */
 export interface ChunkDelta {
+  /** The choice (default 0). */
+  index?: number;
   text?: string | null;
   /** The first chunk of a chat stream names the role. */
   role?: boolean;
@@ -104,7 +106,7 @@ export class ToolCallCollector {
 
 // ---- chunks and bodies ------------------------------------------------------------------------
 
-/** One streamed chunk for choice 0. */
+/** One streamed chunk for one choice. */
 export function streamChunk(meta: ResponseMeta, delta: ChunkDelta, finish: StreamFinish): object {
   const base = { id: meta.id, created: meta.created, model: meta.model };
   const usage = meta.includeUsage ? { usage: null } : {};
@@ -117,7 +119,7 @@ export function streamChunk(meta: ResponseMeta, delta: ChunkDelta, finish: Strea
     return {
       ...base,
       object: "chat.completion.chunk",
-      choices: [{ index: 0, delta: body, logprobs, finish_reason: finish }],
+      choices: [{ index: delta.index ?? 0, delta: body, logprobs, finish_reason: finish }],
       ...usage,
     };
   }
@@ -125,7 +127,7 @@ export function streamChunk(meta: ResponseMeta, delta: ChunkDelta, finish: Strea
   return {
     ...base,
     object: "text_completion",
-    choices: [{ index: 0, text: delta.text ?? "", logprobs, finish_reason: finish }],
+    choices: [{ index: delta.index ?? 0, text: delta.text ?? "", logprobs, finish_reason: finish }],
     ...usage,
   };
 }
@@ -141,32 +143,36 @@ export function errorChunk(meta: ResponseMeta, error: { message: string; type: s
   return { ...streamChunk({ ...meta, includeUsage: false }, {}, "error"), error: { ...error, param: null } };
 }
 
-export interface CompleteOutput {
+/** One choice of a whole (non-streamed) answer. */
+export interface ChoiceOutput {
+  index: number;
   text: string;
   finish: FinishReason;
-  usage: UsageBody;
   toolCalls?: readonly ToolCall[];
   /** null when logprobs were not asked for. */
   logprobs: readonly TokenLogprob[] | null;
 }
 
-export function completeBody(meta: ResponseMeta, out: CompleteOutput): object {
+export function completeBody(meta: ResponseMeta, out: { usage: UsageBody; choices: readonly ChoiceOutput[] }): object {
   const base = { id: meta.id, created: meta.created, model: meta.model, usage: out.usage };
   if (meta.endpoint === "chat") {
-    const calls = out.toolCalls ?? [];
-    const message = {
-      role: "assistant",
-      content: calls.length > 0 && out.text === "" ? null : out.text,
-      refusal: null,
-      ...(calls.length > 0
-        ? { tool_calls: calls.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } })) }
-        : {}),
-    };
-    const logprobs = out.logprobs ? chatLogprobs(out.logprobs) : null;
-    return { ...base, object: "chat.completion", choices: [{ index: 0, message, logprobs, finish_reason: out.finish }] };
+    const choices = out.choices.map((choice) => {
+      const calls = choice.toolCalls ?? [];
+      const message = {
+        role: "assistant",
+        content: calls.length > 0 && choice.text === "" ? null : choice.text,
+        refusal: null,
+        ...(calls.length > 0
+          ? { tool_calls: calls.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } })) }
+          : {}),
+      };
+      const logprobs = choice.logprobs ? chatLogprobs(choice.logprobs) : null;
+      return { index: choice.index, message, logprobs, finish_reason: choice.finish };
+    });
+    return { ...base, object: "chat.completion", choices };
   }
-  const logprobs = out.logprobs ? legacyLogprobs(out.logprobs, 0) : null;
-  return { ...base, object: "text_completion", choices: [{ index: 0, text: out.text, logprobs, finish_reason: out.finish }] };
+  const choices = out.choices.map((c) => ({ index: c.index, text: c.text, logprobs: c.logprobs ? legacyLogprobs(c.logprobs, 0) : null, finish_reason: c.finish }));
+  return { ...base, object: "text_completion", choices };
 }
 
 /** The embeddings response: one `embedding` object per input, floats or base64 float32. */

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { MAX_EMBEDDING_INPUTS, MAX_TOP_LOGPROBS } from "../../protocol/index.ts";
+import { MAX_CHOICES, MAX_EMBEDDING_INPUTS, MAX_TOP_LOGPROBS } from "../../protocol/index.ts";
 
 /**
  * OpenAI request bodies as we accept them. Every field OpenAI's chat API defines is either
@@ -89,7 +89,8 @@ const Sampling = {
   logit_bias: z.record(z.string().regex(/^\d+$/, "logit_bias keys are token ids."), z.number().min(-100).max(100)).nullish(),
   seed: z.int().nullish(),
   stop: Stop,
-  n: z.literal(1, { error: "Only n=1 is supported." }).nullish(),
+  /** Choices to generate for each prompt. */
+  n: z.int().min(1).max(MAX_CHOICES).nullish(),
   /** An end-user id for abuse monitoring: accepted and not used. */
   user: z.string().nullish(),
 };
@@ -116,10 +117,9 @@ export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
 
 export const CompletionRequest = z.looseObject({
   ...Sampling,
-  prompt: z.union([
-    z.string(),
-    z.tuple([z.string()], { error: "Only one prompt per request is supported (n=1)." }),
-  ]),
+  prompt: z.union([z.string(), z.array(z.string()).min(1).max(MAX_CHOICES)], {
+    error: `'prompt' must be a string or an array of 1 to ${MAX_CHOICES} strings (token-id prompts are not supported).`,
+  }),
   max_tokens: z.int().positive().nullish(),
   echo: z.boolean().nullish(),
   logprobs: z.int().min(0).max(5).nullish(),
