@@ -39,6 +39,7 @@ const SCHEMA_VERSION = 2;
 
 interface Waiter {
   avoid: Set<string>;
+  weight: number;
   prefixes: string[];
   resolve: (r: AcquireResult) => void;
   timer: ReturnType<typeof setTimeout>;
@@ -51,7 +52,7 @@ export class ChuteRouter extends DurableObject<Env> {
   private readonly announced = new Map<string, number>();
   /** The chute's concurrency per instance (null until known). */
   private cap: number | null = null;
-  private readonly leases = new Map<string, { instanceId: string; expiresAt: number }>();
+  private readonly leases = new Map<string, { instanceId: string; expiresAt: number; weight: number }>();
   private readonly inflight = new Map<string, number>();
   private waiters: Waiter[] = [];
   private readonly health = new Map<string, InstanceHealth>();
@@ -107,12 +108,14 @@ export class ChuteRouter extends DurableObject<Env> {
     const prefixes = req.prefixes ?? [];
     if (req.chute) this.chuteId = req.chute;
     this.requests++;
-    const now = this.tryAcquire(avoid, prefixes);
+    const weight = Math.max(1, req.weight ?? 1);
+    const now = this.tryAcquire(avoid, prefixes, weight);
     if (now.ok) return now;
     if (now.code === "no_capacity" || req.waitMs <= 0) return this.refuse(now);
     return new Promise<AcquireResult>((resolve) => {
       const waiter: Waiter = {
         avoid,
+        weight,
         prefixes,
         resolve,
         timer: setTimeout(() => {
@@ -156,7 +159,7 @@ export class ChuteRouter extends DurableObject<Env> {
     if (!lease) return;
     if (report) this.observe(lease.instanceId, report);
     this.leases.delete(leaseId);
-    const n = (this.inflight.get(lease.instanceId) ?? 1) - 1;
+    const n = (this.inflight.get(lease.instanceId) ?? lease.weight) - lease.weight;
     if (n > 0) this.inflight.set(lease.instanceId, n);
     else this.inflight.delete(lease.instanceId);
     this.serveWaiters();
@@ -288,8 +291,8 @@ export class ChuteRouter extends DurableObject<Env> {
     this.sql.exec("DELETE FROM instances WHERE instance_id = ?", instanceId);
   }
 
-  private tryAcquire(avoid: Set<string>, prefixes: string[]): AcquireResult {
-    const picked = this.pick(avoid, prefixes);
+  private tryAcquire(avoid: Set<string>, prefixes: string[], weight: number): AcquireResult {
+    const picked = this.pick(avoid, prefixes, weight);
     if (picked === "none") return { ok: false, code: "no_capacity" };
     if (picked === "full") return { ok: false, code: "capacity_exceeded" };
     const { inst: best, affinity } = picked;
@@ -301,8 +304,8 @@ export class ChuteRouter extends DurableObject<Env> {
     while (this.prefixes.size > MAX_PREFIX_ENTRIES) this.prefixes.delete(this.prefixes.keys().next().value!);
     const leaseId = crypto.randomUUID();
     const expiresAt = Date.now() + LEASE_TTL_MS;
-    this.leases.set(leaseId, { instanceId: best.instanceId, expiresAt });
-    this.inflight.set(best.instanceId, (this.inflight.get(best.instanceId) ?? 0) + 1);
+    this.leases.set(leaseId, { instanceId: best.instanceId, expiresAt, weight });
+    this.inflight.set(best.instanceId, (this.inflight.get(best.instanceId) ?? 0) + weight);
     if (this.alarmAt === null) this.armAlarm(expiresAt);
     return { ok: true, leaseId, instanceId: best.instanceId, minerId: best.minerId, affinity };
   }
@@ -315,7 +318,7 @@ export class ChuteRouter extends DurableObject<Env> {
    * Prefix affinity: the instance that last served the longest matching prefix wins while its
    * load is within AFFINITY_SLACK of the best.
    */
-  private pick(avoid: Set<string>, prefixes: string[] = []): { inst: RouterInstance; affinity: boolean } | "none" | "full" {
+  private pick(avoid: Set<string>, prefixes: string[] = [], weight = 1): { inst: RouterInstance; affinity: boolean } | "none" | "full" {
     const now = Date.now();
     let fastest = 0;
     for (const inst of this.instances.values()) fastest = Math.max(fastest, this.health.get(inst.instanceId)?.tokensPerSecond ?? 0);
@@ -323,13 +326,14 @@ export class ChuteRouter extends DurableObject<Env> {
     const resting: typeof candidates = [];
     let any = false;
     for (const inst of this.instances.values()) {
-      if (avoid.has(inst.instanceId)) continue;
+      // An instance too small for the request's weight can never serve it.
+      if (avoid.has(inst.instanceId) || inst.maxConcurrency < weight) continue;
       any = true;
       const busy = this.inflight.get(inst.instanceId) ?? 0;
       const free = inst.maxConcurrency - busy;
-      if (free <= 0) continue;
+      if (free < weight) continue;
       const h = this.health.get(inst.instanceId);
-      const load = (busy + 1) / inst.maxConcurrency;
+      const load = (busy + weight) / inst.maxConcurrency;
       const speed = h?.tokensPerSecond && fastest > 0 ? Math.min(4, fastest / h.tokensPerSecond) : 1;
       const cost = load * (1 + 4 * (h?.errorRate ?? 0)) * speed;
       (h?.disabledUntil && h.disabledUntil > now ? resting : candidates).push({ inst, cost, load, free });
@@ -351,7 +355,7 @@ export class ChuteRouter extends DurableObject<Env> {
   private serveWaiters(): void {
     while (this.waiters.length > 0) {
       const waiter = this.waiters[0]!;
-      const r = this.tryAcquire(waiter.avoid, waiter.prefixes);
+      const r = this.tryAcquire(waiter.avoid, waiter.prefixes, waiter.weight);
       if (!r.ok && r.code === "capacity_exceeded") return;
       this.waiters.shift();
       clearTimeout(waiter.timer);
@@ -362,7 +366,7 @@ export class ChuteRouter extends DurableObject<Env> {
   /** Waiters whose every possible instance is gone get 503 now rather than 429 later. */
   private failHopelessWaiters(): void {
     this.waiters = this.waiters.filter((w) => {
-      if (this.pick(w.avoid) !== "none") return true;
+      if (this.pick(w.avoid, [], w.weight) !== "none") return true;
       clearTimeout(w.timer);
       w.resolve({ ok: false, code: "no_capacity" });
       return false;

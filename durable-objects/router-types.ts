@@ -22,6 +22,8 @@ export interface AcquireRequest {
   avoid: string[];
   /** How long to wait for a free slot when all are busy. */
   waitMs: number;
+  /** Slots the request takes on one instance (a request with several choices takes one each); default 1. */
+  weight?: number;
   /**
    * Hashes of the request's leading parts (shortest first): an instance that recently served a
    * request with the same prefix likely holds it in its KV cache.
