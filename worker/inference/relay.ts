@@ -154,9 +154,14 @@ function choiceStates(opts: RelayOptions): ChoiceState[] {
   return opts.choices.map((c) => new ChoiceState(c.index, opts.echo?.[c.prompt] ?? ""));
 }
 
-/** The choice a chunk continues, or null when the miner named one the job does not have. */
-function choiceOf(states: readonly ChoiceState[], ev: ChunkEvent): ChoiceState | null {
-  return states[ev.choice ?? 0] ?? null;
+/**
+ * The choice a chunk continues; or, when the miner named a choice the job does not have or sent
+ * tool-call pieces out of order, the error the job ends with.
+ */
+function acceptChunk(states: readonly ChoiceState[], ev: ChunkEvent): ChoiceState | Extract<JobEvent, { type: "error" }> {
+  const c = states[ev.choice ?? 0];
+  if (!c) return invalidChoice(ev);
+  return c.calls.accepts(ev) ? c : c.calls.invalid(ev);
 }
 
 /** Each choice's finish reason (`finishReason` is choice 0's; jobs with several choices list them). */
@@ -231,13 +236,9 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
     };
     let ev: JobEvent | null = job.first;
     while (ev?.type === "chunk") {
-      const c = choiceOf(states, ev);
-      if (!c) {
-        ev = invalidChoice(ev);
-        break;
-      }
-      if (!c.calls.accepts(ev)) {
-        ev = c.calls.invalid(ev);
+      const c = acceptChunk(states, ev);
+      if (!(c instanceof ChoiceState)) {
+        ev = c;
         break;
       }
       open(c, ev.promptLogprobs);
@@ -288,13 +289,9 @@ export async function relayComplete(opts: RelayOptions): Promise<Response> {
   let ev: JobEvent | null = job.first;
   const states = choiceStates(opts);
   while (ev?.type === "chunk") {
-    const c = choiceOf(states, ev);
-    if (!c) {
-      ev = invalidChoice(ev);
-      break;
-    }
-    if (!c.calls.accepts(ev)) {
-      ev = c.calls.invalid(ev);
+    const c = acceptChunk(states, ev);
+    if (!(c instanceof ChoiceState)) {
+      ev = c;
       break;
     }
     if (!c.opened && ev.promptLogprobs) c.logprobs = [...ev.promptLogprobs];
