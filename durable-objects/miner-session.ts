@@ -16,6 +16,7 @@ import { numberVar } from "../worker/env.ts";
 import { log } from "../worker/log.ts";
 import { encodeJobEvent, encodeLine, type JobEvent } from "./job-events.ts";
 import { clearSession, recordSession, verifyAgentAuth } from "./miner-auth.ts";
+import { OfferBook } from "./offer-book.ts";
 import type { OfferReply } from "./scaler-types.ts";
 
 /**
@@ -34,11 +35,6 @@ interface Attachment {
   instances: InstanceAnnouncement[];
 }
 
-interface PendingOffer {
-  chuteId: string;
-  resolve: (reply: OfferReply) => void;
-}
-
 interface LiveJob {
   sessionId: string;
   instanceId: string;
@@ -55,8 +51,6 @@ export interface StartJob {
 
 /** An agent must authenticate within this time after connecting; its nonce is stale after it. */
 const AUTH_TIMEOUT_MS = 10_000;
-/** An agent must accept or decline a deploy offer within this time. */
-const OFFER_REPLY_TIMEOUT_MS = 10_000;
 /** An agent silent this long (no frame, no heartbeat) is evicted, unless MINER_STALE_AFTER_MS says otherwise. */
 const DEFAULT_STALE_AFTER_MS = 35_000;
 const HEARTBEAT_PING = JSON.stringify({ type: "ping", t: 0 });
@@ -66,9 +60,7 @@ export class MinerSession extends DurableObject<Env> {
   private readonly jobs = new Map<string, LiveJob>();
   /** When each session last sent a frame (heartbeats answered by auto-response are tracked by the runtime). */
   private readonly lastFrameAt = new Map<string, number>();
-  /** Deploy offers sent and not yet answered, by offer id; and the chute of each offer until it is ready or failed. */
-  private readonly offers = new Map<string, PendingOffer>();
-  private readonly offerChutes = new Map<string, string>();
+  private readonly offers = new OfferBook();
   /** The latest capacity announcement being registered with the routers. */
   private announcing: Promise<void> = Promise.resolve();
 
@@ -144,12 +136,7 @@ export class MinerSession extends DurableObject<Env> {
   async offer(offerId: string, chuteId: string, spec: DeploySpec): Promise<OfferReply> {
     const ws = this.readySocket();
     if (!ws) return { status: "unavailable", message: "The miner is not connected." };
-    const reply = new Promise<OfferReply>((resolve) => {
-      this.offers.set(offerId, { chuteId, resolve });
-      setTimeout(() => {
-        if (this.offers.delete(offerId)) resolve({ status: "unavailable", message: "The miner did not answer the offer." });
-      }, OFFER_REPLY_TIMEOUT_MS);
-    });
+    const reply = this.offers.wait(offerId, chuteId);
     send(ws, { type: "deploy", offerId, spec });
     return reply;
   }
@@ -290,23 +277,12 @@ export class MinerSession extends DurableObject<Env> {
 
   private onDeployStatus(att: Attachment, frame: Extract<AgentFrame, { type: "deploy_status" }>): void {
     log.info("miner.deploy_status", { component: "MinerSession", minerId: att.minerId, offerId: frame.offerId, status: frame.status, message: frame.message });
-    const pending = this.offers.get(frame.offerId);
-    if (pending && (frame.status === "accepted" || frame.status === "declined")) {
-      this.offers.delete(frame.offerId);
-      if (frame.status === "accepted") this.offerChutes.set(frame.offerId, pending.chuteId);
-      pending.resolve(frame.status === "accepted"
-        ? { status: "accepted", instanceId: frame.instanceId ?? "" }
-        : { status: "declined", message: frame.message ?? "" });
-      return;
-    }
-    const chuteId = this.offerChutes.get(frame.offerId);
-    if (chuteId && (frame.status === "ready" || frame.status === "failed")) {
-      this.offerChutes.delete(frame.offerId);
-      // The scaler stops counting the launch as pending: it is up, or it failed. The agent
-      // announced the instance before saying so; once that is registered, the router lists it.
-      const ended = this.announcing.catch(() => undefined).then(() => this.scaler(chuteId).deployEnded(frame.offerId, frame.status === "ready", frame.message ?? ""));
-      this.ctx.waitUntil(ended);
-    }
+    const ended = this.offers.report(frame);
+    if (!ended) return;
+    // The scaler stops counting the launch as pending: it is up, or it failed. The agent
+    // announced the instance before saying so; once that is registered, the router lists it.
+    const told = this.announcing.catch(() => undefined).then(() => this.scaler(ended.chuteId).deployEnded(frame.offerId, ended.ready, ended.message));
+    this.ctx.waitUntil(told);
   }
 
   /** Register the announced instances with their chutes' routers (chutes named as clients name them). */
