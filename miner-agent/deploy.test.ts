@@ -38,7 +38,8 @@ describe("deciding on an offer", () => {
     const engines = { "llama-cpp": { modelDir: dir, parallel: 2, threads: 1 } };
     const ok = await decideOffer(spec(), engines, [], new Set());
     expect(ok).toEqual({ ok: true, gpus: [], engine: { kind: "llama-cpp", modelPath: join(dir, "model.gguf"), parallel: 2, contextSize: 2048, threads: 1, gpu: false } });
-    expect(await decideOffer(spec({ modelRef: "../etc/passwd" }), engines, [], new Set())).toMatchObject({ ok: false, reason: /leaves the model directory/ });
+    expect(await decideOffer(spec({ modelRef: "sub/../../etc/passwd" }), engines, [], new Set())).toMatchObject({ ok: false, reason: /leaves the model directory/ });
+    expect(await decideOffer(spec({ modelRef: "../etc/passwd" }), engines, [], new Set())).toMatchObject({ ok: false });
     expect(await decideOffer(spec({ modelRef: "/etc/passwd" }), engines, [], new Set())).toMatchObject({ ok: false });
     expect(await decideOffer(spec({ modelRef: "missing.gguf" }), engines, [], new Set())).toMatchObject({ ok: false, reason: /not in/ });
   });
@@ -56,6 +57,9 @@ describe("deciding on an offer", () => {
   it("declines what it cannot run, saying why", async () => {
     expect(await decideOffer(spec({ engine: "sglang" }), { vllm: { command: "x", healthPath: "/h", startupTimeoutMs: 1, parallel: 1, env: {} } }, [], new Set())).toMatchObject({ ok: false, reason: /does not launch sglang/ });
     expect(await decideOffer(spec({ engine: "openai-upstream" }), {}, [], new Set())).toMatchObject({ ok: false });
+    // A model reference that would read as an option of the engine's command is never launched.
+    const vllm = { vllm: { command: "vllm serve {model} --port {port}", healthPath: "/h", startupTimeoutMs: 1, parallel: 1, env: {} } };
+    expect(await decideOffer(spec({ engine: "vllm", modelRef: "--trust-remote-code" }), vllm, [], new Set())).toMatchObject({ ok: false, reason: /not a plain model name/ });
     expect(await decideOffer(spec({ gpu: { count: 1, minVramMb: 0, types: [] } }), {}, [A10], new Set([1]))).toMatchObject({ ok: false, reason: /free GPU/ });
   });
 });

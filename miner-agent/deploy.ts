@@ -17,6 +17,8 @@ export async function decideOffer(
   inventory: Gpu[],
   used: ReadonlySet<number>,
 ): Promise<OfferDecision> {
+  // The model reference becomes a command-line argument: never let it read as an option.
+  if (!/^[A-Za-z0-9_][A-Za-z0-9._/:@+-]*$/.test(spec.modelRef)) return { ok: false, reason: "the model reference is not a plain model name" };
   const gpus = pickGpus(spec.gpu, inventory, used);
   if (!gpus) {
     return { ok: false, reason: `needs ${spec.gpu.count} free GPU(s) with ${spec.gpu.minVramMb} MiB${spec.gpu.types.length ? ` of type ${spec.gpu.types.join("/")}` : ""}` };

@@ -47,6 +47,13 @@ describe("CreateChuteBody", () => {
     expect(refusal(CreateChuteBody, { ...valid, max_output_tokens: 40_000 }).param).toBe("max_output_tokens");
     expect(refusal(CreateChuteBody, { ...valid, gpu: { count: 0, min_vram_mb: 1 } }).param).toBe("gpu.min_vram_mb");
     expect(refusal(CreateChuteBody, { ...valid, model_ref: undefined }).message).toMatch(/^Missing required parameter 'model_ref'/);
+    // Miners put it on their engine's command line: nothing that reads as an option, no shell words.
+    for (const ref of ["--trust-remote-code", "-x", "a b", "../x.gguf", "x;rm", "$(id)"]) {
+      expect(refusal(CreateChuteBody, { ...valid, model_ref: ref }).param).toBe("model_ref");
+    }
+    for (const ref of ["Qwen/Qwen3-8B", "tiny-sluice.gguf", "meta-llama/Llama-3.1-8B@main", "org/model:q4_k_m"]) {
+      expect(CreateChuteBody.safeParse({ ...valid, model_ref: ref }).success).toBe(true);
+    }
   });
 });
 

@@ -78,15 +78,20 @@ const Scaling = {
   max_instances: z.int().min(1).max(MAX_INSTANCES),
 };
 
+/** A Hugging Face id (`org/name`, optionally `@revision`), a GGUF file name, or an upstream's model name. */
+export const MODEL_REF = /^[A-Za-z0-9_][A-Za-z0-9._/:@+-]*$/;
+
 export const CreateChuteBody = z
   .strictObject({
     name: z.string({ error: `expected ${NAME_HINT}` }).regex(CHUTE_NAME, `expected ${NAME_HINT}`),
     /** What the engine loads: a Hugging Face id, a GGUF path or URL, the upstream's model name. */
+    // Miners substitute it into their engine's command line (e.g. `vllm serve {model}`): it can
+    // never be read as an option (no leading '-') or carry anything but a model reference.
     model_ref: z
       .string()
       .min(1)
       .max(512)
-      .regex(/^\S+$/, "no whitespace"),
+      .regex(MODEL_REF, "a model reference: letters, digits and . _ - / : @ +, not starting with '-' or '.'"),
     engine: z.enum(CHUTE_ENGINES),
     /** Omitted: a CPU chute. */
     gpu: Gpu.default({ count: 0, min_vram_mb: 0, types: [] }),
