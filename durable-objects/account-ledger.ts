@@ -1,4 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
+import { MetaTable } from "./meta-table.ts";
 
 /**
  * One per account: the account's money, in integer nano-USD. An append-only ledger of entries
@@ -35,16 +36,17 @@ const MAX_ALARM_DELAY_MS = 60 * 60_000;
 
 export class AccountLedger extends DurableObject<Env> {
   private readonly sql: SqlStorage;
+  private readonly meta: MetaTable;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.meta = new MetaTable(this.sql);
     void ctx.blockConcurrencyWhile(async () => this.migrate());
   }
 
   private migrate(): void {
-    this.sql.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value)");
-    const version = this.meta("schema") ?? 0;
+    const version = this.meta.number("schema") ?? 0;
     if (version >= SCHEMA_VERSION) return;
     if (version < 1) this.migrateV1();
     // v2: per-key rate windows; holds remember what they counted against them.
@@ -54,7 +56,7 @@ export class AccountLedger extends DurableObject<Env> {
     this.sql.exec("ALTER TABLE holds ADD COLUMN rate_key TEXT");
     this.sql.exec("ALTER TABLE holds ADD COLUMN rate_window INTEGER");
     this.sql.exec("ALTER TABLE holds ADD COLUMN rate_tokens INTEGER");
-    this.setMeta("schema", SCHEMA_VERSION);
+    this.meta.set("schema", SCHEMA_VERSION);
   }
 
   private migrateV1(): void {
@@ -67,21 +69,12 @@ export class AccountLedger extends DurableObject<Env> {
       id TEXT PRIMARY KEY, amount INTEGER NOT NULL, expires_at INTEGER NOT NULL)`);
     this.sql.exec("CREATE INDEX IF NOT EXISTS holds_expiry ON holds (expires_at)");
     this.sql.exec(`CREATE TABLE IF NOT EXISTS quota (day TEXT PRIMARY KEY, used INTEGER NOT NULL)`);
-    this.setMeta("balance", 0);
-    this.setMeta("held", 0);
-  }
-
-  private meta(key: string): number | null {
-    const row = this.sql.exec<{ value: number }>("SELECT value FROM meta WHERE key = ?", key).toArray()[0];
-    return row ? row.value : null;
-  }
-
-  private setMeta(key: string, value: number | string): void {
-    this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", key, value);
+    this.meta.set("balance", 0);
+    this.meta.set("held", 0);
   }
 
   private totals(): { balance: number; held: number } {
-    return { balance: this.meta("balance") ?? 0, held: this.meta("held") ?? 0 };
+    return { balance: this.meta.number("balance") ?? 0, held: this.meta.number("held") ?? 0 };
   }
 
   /** Append an entry and apply its effects; false (and nothing applied) when (kind, ref) exists. */
@@ -89,8 +82,8 @@ export class AccountLedger extends DurableObject<Env> {
     if (this.entry(kind, ref)) return false;
     this.sql.exec("INSERT INTO entries (kind, ref, amount, held, at) VALUES (?, ?, ?, ?, ?)", kind, ref, amount, held, Date.now());
     const t = this.totals();
-    this.setMeta("balance", t.balance + amount);
-    this.setMeta("held", t.held + held);
+    this.meta.set("balance", t.balance + amount);
+    this.meta.set("held", t.held + held);
     return true;
   }
 
@@ -109,17 +102,12 @@ export class AccountLedger extends DurableObject<Env> {
       .all<{ reference: string; amount_nano: number }>();
     this.ctx.storage.transactionSync(() => {
       for (const r of rows.results) this.append("credit", r.reference, r.amount_nano, 0);
-      this.setMeta("account", accountId);
+      this.meta.set("account", accountId);
     });
   }
 
   private async ensureSynced(accountId: string): Promise<void> {
-    if (this.sqlMetaText("account") === null) await this.sync(accountId);
-  }
-
-  private sqlMetaText(key: string): string | null {
-    const row = this.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", key).toArray()[0];
-    return row ? String(row.value) : null;
+    if (this.meta.get("account") === null) await this.sync(accountId);
   }
 
   /** Apply a credit once per reference. */

@@ -16,6 +16,7 @@ import { DurableObject } from "cloudflare:workers";
  */
 
 import type { ChuteScaler } from "./chute-scaler.ts";
+import { MetaTable } from "./meta-table.ts";
 import type { AcquireRequest, AcquireResult, InstanceHealth, LeaseReport, Percentiles, RouterInstance, RouterSnapshot } from "./router-types.ts";
 
 export type { AcquireRequest, AcquireResult, InstanceHealth, LeaseReport, RouterInstance, RouterSnapshot };
@@ -47,6 +48,7 @@ interface Waiter {
 
 export class ChuteRouter extends DurableObject<Env> {
   private readonly sql: SqlStorage;
+  private readonly meta: MetaTable;
   private readonly instances = new Map<string, RouterInstance>();
   /** What each instance's agent announced; its `maxConcurrency` is this capped by the chute's concurrency. */
   private readonly announced = new Map<string, number>();
@@ -74,20 +76,19 @@ export class ChuteRouter extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.meta = new MetaTable(this.sql);
     void ctx.blockConcurrencyWhile(async () => this.load());
   }
 
   private load(): void {
-    this.sql.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)");
-    const row = this.sql.exec<{ value: number }>("SELECT value FROM meta WHERE key = 'schema'").toArray()[0];
-    if (!row || row.value < SCHEMA_VERSION) {
+    const version = this.meta.number("schema") ?? 0;
+    if (version < SCHEMA_VERSION) {
       this.sql.exec(`CREATE TABLE IF NOT EXISTS instances (
         instance_id TEXT PRIMARY KEY, miner_id TEXT NOT NULL, max_concurrency INTEGER NOT NULL)`);
-      if (!row || row.value < 2) this.sql.exec("ALTER TABLE instances ADD COLUMN managed INTEGER NOT NULL DEFAULT 0");
-      this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", SCHEMA_VERSION);
+      if (version < 2) this.sql.exec("ALTER TABLE instances ADD COLUMN managed INTEGER NOT NULL DEFAULT 0");
+      this.meta.set("schema", SCHEMA_VERSION);
     }
-    this.sql.exec("CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value INTEGER NOT NULL)");
-    this.cap = this.sql.exec<{ value: number }>("SELECT value FROM settings WHERE key = 'cap'").toArray()[0]?.value ?? null;
+    this.cap = this.meta.number("cap");
     for (const r of this.sql.exec<{ instance_id: string; miner_id: string; max_concurrency: number; managed: number }>(
       "SELECT * FROM instances",
     )) {
@@ -204,7 +205,7 @@ export class ChuteRouter extends DurableObject<Env> {
    */
   setConcurrency(concurrency: number): void {
     this.cap = concurrency;
-    this.sql.exec("INSERT OR REPLACE INTO settings (key, value) VALUES ('cap', ?)", concurrency);
+    this.meta.set("cap", concurrency);
     for (const inst of this.instances.values()) inst.maxConcurrency = this.capped(this.announced.get(inst.instanceId) ?? inst.maxConcurrency);
     this.serveWaiters();
   }

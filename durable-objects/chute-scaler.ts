@@ -6,6 +6,7 @@ import { Gpu, pickGpus, type DeploySpec } from "../protocol/index.ts";
 import { chutes, miners } from "../worker/db/schema.ts";
 import { numberVar } from "../worker/env.ts";
 import { log } from "../worker/log.ts";
+import { MetaTable } from "./meta-table.ts";
 import type { RouterSnapshot } from "./router-types.ts";
 import type { ScalerState } from "./scaler-types.ts";
 import { DEFAULT_POLICY, decide, type Decision, type LoadSample, type PolicyConfig } from "./scaling-policy.ts";
@@ -38,6 +39,7 @@ type ChuteRow = typeof chutes.$inferSelect;
 
 export class ChuteScaler extends DurableObject<Env> {
   private readonly sql: SqlStorage;
+  private readonly meta: MetaTable;
   private last: Decision | null = null;
   /** Whether the last scale-up found no miner (logged once per run of such ticks). */
   private starved = false;
@@ -45,34 +47,26 @@ export class ChuteScaler extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.meta = new MetaTable(this.sql);
     void ctx.blockConcurrencyWhile(async () => this.migrate());
   }
 
   private migrate(): void {
-    this.sql.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value)");
-    const row = this.sql.exec<{ value: number }>("SELECT value FROM meta WHERE key = 'schema'").toArray()[0];
-    if (row && row.value >= SCHEMA_VERSION) return;
+    const version = this.meta.number("schema");
+    if (version !== null && version >= SCHEMA_VERSION) return;
     this.sql.exec("CREATE TABLE IF NOT EXISTS failures (miner_id TEXT PRIMARY KEY, count INTEGER NOT NULL, until INTEGER NOT NULL)");
     this.sql.exec(`CREATE TABLE IF NOT EXISTS samples (
       t INTEGER NOT NULL, inflight INTEGER NOT NULL, capacity INTEGER NOT NULL, instances INTEGER NOT NULL,
       requests INTEGER NOT NULL, refused INTEGER NOT NULL)`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS pending (
       offer_id TEXT PRIMARY KEY, miner_id TEXT NOT NULL, instance_id TEXT NOT NULL, since INTEGER NOT NULL)`);
-    this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", SCHEMA_VERSION);
-  }
-
-  private meta(key: string): SqlStorageValue {
-    return this.sql.exec<{ value: SqlStorageValue }>("SELECT value FROM meta WHERE key = ?", key).toArray()[0]?.value ?? null;
-  }
-
-  private setMeta(key: string, value: SqlStorageValue): void {
-    this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", key, value);
+    this.meta.set("schema", SCHEMA_VERSION);
   }
 
   /** Look at the chute now (and keep looking while there is anything to manage). */
   async poke(chuteId: string): Promise<void> {
-    if (this.meta("retired") === 1) return;
-    this.setMeta("chute", chuteId);
+    if (this.meta.get("retired") === 1) return;
+    this.meta.set("chute", chuteId);
     const armed = await this.ctx.storage.getAlarm();
     const soon = Date.now() + 200;
     if (armed === null || armed > soon) await this.ctx.storage.setAlarm(soon);
@@ -94,7 +88,7 @@ export class ChuteScaler extends DurableObject<Env> {
     const count = (this.sql.exec<{ count: number }>("SELECT count FROM failures WHERE miner_id = ?", row.miner_id).toArray()[0]?.count ?? 0) + 1;
     const backoff = Math.min(FAILED_LAUNCH_BACKOFF_MAX_MS, FAILED_LAUNCH_BACKOFF_MS * 2 ** (count - 1));
     this.sql.exec("INSERT OR REPLACE INTO failures (miner_id, count, until) VALUES (?, ?, ?)", row.miner_id, count, Date.now() + backoff);
-    log.warn("scaler.deploy_failed", { component: "ChuteScaler", chuteId: this.meta("chute"), offerId, minerId: row.miner_id, message, retryAfterMs: backoff });
+    log.warn("scaler.deploy_failed", { component: "ChuteScaler", chuteId: this.meta.get("chute"), offerId, minerId: row.miner_id, message, retryAfterMs: backoff });
   }
 
   state(): ScalerState {
@@ -107,8 +101,8 @@ export class ChuteScaler extends DurableObject<Env> {
         .map((p) => ({ offerId: p.offer_id, minerId: p.miner_id, instanceId: p.instance_id, since: p.since })),
       utilization: { short: this.last?.short.utilization ?? null, long: this.last?.long.utilization ?? null },
       refusedShare: this.last?.short.refusedShare ?? 0,
-      lastScaleUpAt: (this.meta("last_up_at") as number | null) ?? null,
-      lastScaleDownAt: (this.meta("last_down_at") as number | null) ?? null,
+      lastScaleUpAt: this.meta.number("last_up_at"),
+      lastScaleDownAt: this.meta.number("last_down_at"),
     };
   }
 
@@ -117,8 +111,8 @@ export class ChuteScaler extends DurableObject<Env> {
    * Returns how many instances were asked to drain.
    */
   async retire(chuteId: string, reason: string): Promise<number> {
-    this.setMeta("chute", chuteId);
-    this.setMeta("retired", 1);
+    this.meta.set("chute", chuteId);
+    this.meta.set("retired", 1);
     await this.ctx.storage.deleteAlarm();
     const snap = await this.router(chuteId).snapshot();
     let asked = 0;
@@ -134,8 +128,8 @@ export class ChuteScaler extends DurableObject<Env> {
   }
 
   override async alarm(): Promise<void> {
-    const chuteId = this.meta("chute");
-    if (typeof chuteId !== "string" || this.meta("retired") === 1) return;
+    const chuteId = this.meta.get("chute");
+    if (typeof chuteId !== "string" || this.meta.get("retired") === 1) return;
     try {
       const keepGoing = await this.tick(chuteId);
       if (keepGoing) await this.ctx.storage.setAlarm(Date.now() + numberVar(this.env.SCALER_TICK_MS, 5_000));
@@ -165,8 +159,8 @@ export class ChuteScaler extends DurableObject<Env> {
     await this.reconcilePending(now, snap);
     const pending = this.sql.exec<PendingRow>("SELECT * FROM pending").toArray();
     const samples = this.sql.exec<LoadSample & Record<string, SqlStorageValue>>("SELECT * FROM samples ORDER BY t").toArray();
-    const lastUp = this.meta("last_up_at") as number | null;
-    const lastDown = this.meta("last_down_at") as number | null;
+    const lastUp = this.meta.number("last_up_at");
+    const lastDown = this.meta.number("last_down_at");
     const decision = decide(
       {
         now,
@@ -188,7 +182,8 @@ export class ChuteScaler extends DurableObject<Env> {
     if (decision.target > have) await this.scaleUp(chute, snap, decision.target - have);
     else if (decision.target < snap.instances.length && pending.length === 0) await this.scaleDown(chute, snap);
     const recent = decision.long.requests > 0;
-    return snap.instances.length > 0 || pending.length > 0 || chute.minInstances > 0 || recent || this.countPending() > 0;
+    // (Pending counted after this tick's offers.)
+    return snap.instances.length > 0 || chute.minInstances > 0 || recent || this.countPending() > 0;
   }
 
   private countPending(): number {
@@ -197,13 +192,13 @@ export class ChuteScaler extends DurableObject<Env> {
 
   /** Add a sample (request counts as deltas of the router's monotonic counters) and drop old ones. */
   private record(now: number, snap: RouterSnapshot, keepMs: number): void {
-    const prevRequests = (this.meta("router_requests") as number | null) ?? 0;
-    const prevRefused = (this.meta("router_refused") as number | null) ?? 0;
+    const prevRequests = this.meta.number("router_requests") ?? 0;
+    const prevRefused = this.meta.number("router_refused") ?? 0;
     // A restarted router counts from zero again.
     const requests = snap.stats.requests >= prevRequests ? snap.stats.requests - prevRequests : snap.stats.requests;
     const refused = snap.stats.refused >= prevRefused ? snap.stats.refused - prevRefused : snap.stats.refused;
-    this.setMeta("router_requests", snap.stats.requests);
-    this.setMeta("router_refused", snap.stats.refused);
+    this.meta.set("router_requests", snap.stats.requests);
+    this.meta.set("router_refused", snap.stats.refused);
     const inflight = snap.instances.reduce((n, i) => n + i.inflight, 0);
     const capacity = snap.instances.reduce((n, i) => n + i.maxConcurrency, 0);
     this.sql.exec(
@@ -276,7 +271,7 @@ export class ChuteScaler extends DurableObject<Env> {
       placed++;
       log.info("scaler.offer_accepted", { component: "ChuteScaler", chuteId: chute.id, minerId: m.id, offerId, instanceId: reply.instanceId });
     }
-    if (placed > 0) this.setMeta("last_up_at", Date.now());
+    if (placed > 0) this.meta.set("last_up_at", Date.now());
     else if (!this.starved) log.warn("scaler.no_miner", { component: "ChuteScaler", chuteId: chute.id, wanted, candidates: candidates.length, resting: resting.size });
     this.starved = placed === 0;
   }
@@ -289,7 +284,7 @@ export class ChuteScaler extends DurableObject<Env> {
     const asked = await this.session(victim.minerId).undeploy(victim.instanceId, "scaled down: idle");
     // Stop routing to it now; the agent drains what it has and re-announces without it.
     await this.router(chute.id).unregisterInstance(victim.instanceId, victim.minerId);
-    this.setMeta("last_down_at", Date.now());
+    this.meta.set("last_down_at", Date.now());
     log.info("scaler.undeploy", { component: "ChuteScaler", chuteId: chute.id, instanceId: victim.instanceId, minerId: victim.minerId, asked });
   }
 
