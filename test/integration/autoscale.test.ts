@@ -55,9 +55,9 @@ async function chat(maxTokens: number, model = SCALED.name): Promise<{ status: n
   return { status: res.status, text: body.choices?.[0]?.message.content };
 }
 
-async function scalerState(): Promise<ScalerState> {
+async function scalerState(chuteId = SCALED.id): Promise<ScalerState> {
   const ns = await gw.mf.getDurableObjectNamespace("CHUTE_SCALER");
-  const stub = ns.get(ns.idFromName(SCALED.id)) as unknown as { state(): Promise<ScalerState> };
+  const stub = ns.get(ns.idFromName(chuteId)) as unknown as { state(): Promise<ScalerState> };
   return JSON.parse(JSON.stringify(await stub.state())) as ScalerState;
 }
 
@@ -166,9 +166,7 @@ describe("autoscaling with deploy offers", () => {
       await new Promise((r) => setTimeout(r, 250));
     }
     expect(big.logs.filter((l) => l.event === "deploy.accepted" && l.chute === BROKEN.name)).toHaveLength(1);
-    const ns = await gw.mf.getDurableObjectNamespace("CHUTE_SCALER");
-    const stub = ns.get(ns.idFromName(BROKEN.id)) as unknown as { state(): Promise<ScalerState> };
-    expect((await stub.state()).pending).toEqual([]);
+    expect((await scalerState(BROKEN.id)).pending).toEqual([]);
   });
 
   it("an engine process that dies takes its instance out of service; demand launches a new one", async () => {
