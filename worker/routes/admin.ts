@@ -1,7 +1,8 @@
 import { desc, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
-import { Hono, type Context } from "hono";
+import { Hono } from "hono";
 import { SCOPES, createAccount, createApiKey, revokeApiKey } from "../accounts/keys.ts";
+import { audit } from "../admin/audit.ts";
 import { adminAuth, type AdminEnv } from "../admin/auth.ts";
 import { jsonBody } from "../http/json.ts";
 import { CreateAccountBody, CreateKeyBody, CreditBody, SetPriceBody } from "../admin/schemas.ts";
@@ -10,18 +11,12 @@ import { forgetChute } from "../catalog/index.ts";
 import { usdString } from "../billing/pricing.ts";
 import { accounts, apiKeys, chutes, credits } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
-import { log } from "../log.ts";
 import { adminMinerRoutes } from "./admin-miners.ts";
 
 /**
  * The operator API (`npm run admin`), behind an HS256 admin JWT. Amounts in are USD decimals,
  * parsed exactly; amounts out are integer nano-USD (`*_nano`) with a USD string beside them.
  */
-
-/** One canonical line per operator action, naming the operator (the token's `sub`). */
-function audit(c: Context<AdminEnv>, action: string, fields: Record<string, unknown>): void {
-  log.info("admin.action", { component: "admin", action, operator: c.get("admin").sub, requestId: c.get("requestId"), ...fields });
-}
 
 async function requireAccount(db: D1Database, id: string): Promise<typeof accounts.$inferSelect> {
   const row = await drizzle(db).select().from(accounts).where(eq(accounts.id, id)).get();
