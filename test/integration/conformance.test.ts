@@ -4,6 +4,7 @@ import type { Gateway } from "../support/gateway.ts";
 import { startPlatform, type Platform } from "../support/platform.ts";
 import { readSse } from "../support/sse.ts";
 import { TINY_CHUTE } from "../../scripts/lib/seed.ts";
+import { costNano } from "../../worker/billing/pricing.ts";
 
 /**
  * OpenAI conformance of the chat and completions APIs on the real path (official client ->
@@ -93,6 +94,12 @@ describe("chat request fields", () => {
     expect(new Set(three.choices.map((c) => c.message.content)).size).toBeGreaterThan(1);
     for (const c of three.choices) expect(c.finish_reason).toBe("length");
     expect(three.usage).toMatchObject({ prompt_tokens: one.usage!.prompt_tokens, completion_tokens: 36 });
+    // Billed once, for exactly that: the hold covered all three answers, the charge is their tokens.
+    const billed = () =>
+      gw.db.prepare("SELECT prompt_tokens, completion_tokens, hold_nano, cost_nano FROM invocations WHERE id = ?").bind(three.id).first<{ prompt_tokens: number; completion_tokens: number; hold_nano: number; cost_nano: number }>();
+    const price = { promptPriceNanoPerM: TINY_CHUTE.promptPriceNanoPerM, completionPriceNanoPerM: TINY_CHUTE.completionPriceNanoPerM, cachedPromptPriceNanoPerM: null };
+    await expect.poll(billed).toMatchObject({ prompt_tokens: one.usage!.prompt_tokens, completion_tokens: 36, cost_nano: costNano(price, one.usage!.prompt_tokens, 36) });
+    expect((await billed())!.hold_nano).toBeGreaterThanOrEqual(costNano(price, one.usage!.prompt_tokens, 3 * 12));
     // Each choice takes a slot of one instance: more than the chute's concurrency (4) is refused.
     const five = await badRequest({ messages, n: 5 });
     expect([five.status, five.error.param]).toEqual([400, "n"]);
