@@ -1,7 +1,7 @@
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/**", ".build/**", ".wrangler/**", ".sluice/**", "worker-configuration.d.ts", "vt-tmp.config.ts"] },
+  { ignores: ["node_modules/**", ".build/**", ".wrangler/**", ".sluice/**", ".scratch/**", "worker-configuration.d.ts", "vt-tmp.config.ts"] },
   ...tseslint.configs.recommended,
   {
     rules: {

@@ -71,6 +71,8 @@ export interface BenchOptions {
   installNginx: boolean;
   /** Build the Worker bundle and the tiny model first (the test suite's setup already has). */
   build?: boolean;
+  /** Record CPU profiles of the Sluice rows' gateway (and agent) here (`--cpu-prof=DIR`). */
+  cpuProfDir?: string;
   log: (line: string) => void;
 }
 
@@ -91,7 +93,13 @@ function compatibilityDate(): string {
   return /"compatibility_date"\s*:\s*"([^"]+)"/.exec(text)?.[1] ?? "?";
 }
 
-async function phase(target: RunningTarget, p: Phase, stream: boolean, timeoutMs: number): Promise<PhaseResult> {
+interface Profiling {
+  dir: string;
+  label: string;
+  log: (line: string) => void;
+}
+
+async function phase(target: RunningTarget, p: Phase, stream: boolean, timeoutMs: number, profiling?: Profiling): Promise<PhaseResult> {
   const client = target.client(p.concurrency, timeoutMs);
   const body = (i: number): ChatBody => ({ max_tokens: p.maxTokens, stream, seed: i, temperature: 0.7 });
   const send = (i: number) => (stream ? client.stream(body(i)) : client.complete(body(i)));
@@ -99,8 +107,14 @@ async function phase(target: RunningTarget, p: Phase, stream: boolean, timeoutMs
     if (p.warmupMs > 0) await runLoad({ concurrency: p.concurrency, durationMs: p.warmupMs, maxRequests: p.maxRequests }, send);
     const gateway = target.gatewayPids();
     const agent = target.agentPids?.() ?? [];
+    const profiler = profiling ? target.profiler : undefined;
+    await profiler?.start();
     const cpuBefore = [totalCpuMs(gateway), totalCpuMs(agent)] as const;
     const result = await runLoad(p, send);
+    if (profiler && profiling) {
+      const summary = await profiler.stop(profiling.dir, profiling.label);
+      profiling.log(`CPU profile, ${result.requests} requests:\n${summary}`);
+    }
     const perRequest = (before: number, pids: number[]) =>
       pids.length > 0 && result.requests > 0 ? (totalCpuMs(pids) - before) / result.requests : undefined;
     return {
@@ -113,11 +127,13 @@ async function phase(target: RunningTarget, p: Phase, stream: boolean, timeoutMs
   }
 }
 
-async function measure(row: RowResult, target: RunningTarget, small: Phase, stream: Phase, profile: Profile): Promise<void> {
+async function measure(row: RowResult, target: RunningTarget, small: Phase, stream: Phase, profile: Profile, opts: BenchOptions): Promise<void> {
   const peak = new PeakRss(() => target.gatewayPids());
+  const profiling = (kind: string): Profiling | undefined =>
+    opts.cpuProfDir ? { dir: opts.cpuProfDir, label: `${row.id}.${kind}`, log: opts.log } : undefined;
   try {
-    row.small = await phase(target, small, false, profile.requestTimeoutMs);
-    row.stream = await phase(target, stream, true, profile.requestTimeoutMs);
+    row.small = await phase(target, small, false, profile.requestTimeoutMs, profiling("small"));
+    row.stream = await phase(target, stream, true, profile.requestTimeoutMs, profiling("stream"));
   } finally {
     const bytes = peak.stop();
     if (target.gatewayPids().length > 0) row.gatewayRssBytes = bytes;
@@ -172,7 +188,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchRun> {
           continue;
         }
         const llamaRow = id === "llama" || id === "sluice-llama";
-        await measure(row, target, llamaRow ? profile.llamaSmall : profile.small, llamaRow ? profile.llamaStream : profile.stream, profile);
+        await measure(row, target, llamaRow ? profile.llamaSmall : profile.small, llamaRow ? profile.llamaStream : profile.stream, profile, opts);
         log(`  small ${row.small!.rps.toFixed(0)} req/s (${row.small!.errors} errors), stream ${row.stream!.tokensPerSec.toFixed(0)} tok/s (${row.stream!.errors} errors)`);
       } catch (err) {
         row.status = "failed";
@@ -209,10 +225,11 @@ async function startRow(id: RowId, upstream: Upstream | undefined, opts: BenchOp
         chute: SYNTHETIC_CHUTE,
         engine: { kind: "openai-upstream", baseURL: upstream!.url, model: "synthetic", parallel: SYNTHETIC_CHUTE.concurrency },
         creditUsd: CREDIT_USD,
+        cpuProfDir: opts.cpuProfDir,
       });
     case "llama":
       return startLlamaInProcess(LLAMA_ENGINE);
     case "sluice-llama":
-      return startSluice({ chute: TINY_CHUTE, engine: LLAMA_ENGINE, creditUsd: CREDIT_USD });
+      return startSluice({ chute: TINY_CHUTE, engine: LLAMA_ENGINE, creditUsd: CREDIT_USD, cpuProfDir: opts.cpuProfDir });
   }
 }

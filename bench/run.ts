@@ -8,7 +8,11 @@
  *   npm run bench -- --rows=direct,sluice   only these rows
  *   npm run bench -- --out=path.md       write the results there instead
  *   npm run bench -- --no-install        skip the nginx row rather than apt-get install it
+ *   npm run bench -- --cpu-prof=DIR      CPU profiles of the Sluice rows: workerd's isolates through
+ *                                        its inspector, per phase, and the agent (Node --cpu-prof)
  */
+import { mkdirSync } from "node:fs";
+import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { ROWS, runBench, type RowId } from "./bench.ts";
@@ -22,6 +26,7 @@ const { values } = parseArgs({
     rows: { type: "string" },
     out: { type: "string" },
     "no-install": { type: "boolean", default: false },
+    "cpu-prof": { type: "string" },
   },
 });
 
@@ -37,11 +42,13 @@ if (unknown.length > 0) {
 process.once("SIGINT", () => process.exit(130));
 process.once("SIGTERM", () => process.exit(143));
 
+if (values["cpu-prof"]) mkdirSync(values["cpu-prof"], { recursive: true });
 const profile = values.quick ? PROFILES.quick : PROFILES.default;
 const run = await runBench({
   profile,
   rows: rows as RowId[],
   installNginx: !values["no-install"],
+  ...(values["cpu-prof"] ? { cpuProfDir: resolve(values["cpu-prof"]) } : {}),
   log: (line) => console.log(`· ${line}`),
 });
 const report = render(run);

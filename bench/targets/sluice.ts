@@ -10,6 +10,8 @@ import { AGENT_BIN, ROOT } from "../../test/support/paths.ts";
 import { HttpLoadClient } from "../load/http-client.ts";
 import { commandName, descendants, statusBytes } from "../proc.ts";
 import { ManagedChild } from "./child.ts";
+import { freePort } from "./net.ts";
+import { WorkerdProfiler } from "../cpu-profile.ts";
 import type { RunningTarget } from "./types.ts";
 
 export interface SluiceOptions {
@@ -17,6 +19,11 @@ export interface SluiceOptions {
   engine: EngineConfig;
   /** Credit of the benchmark account, in USD (enough for the whole run). */
   creditUsd: number;
+  /**
+   * Profile (`--cpu-prof`): open workerd's inspector for the gateway's isolates, and run the agent
+   * with Node's `--cpu-prof` writing into this directory.
+   */
+  cpuProfDir?: string;
 }
 
 /** The chute served by the agent's `openai-upstream` engine (the same synthetic upstream as the peers). */
@@ -81,7 +88,9 @@ export async function startSluice(opts: SluiceOptions): Promise<RunningTarget> {
   const seed = makeSeed({ chutes: [opts.chute], creditUsd: opts.creditUsd });
   const persist = await mkdtemp(join(tmpdir(), "sluice-bench-gw-"));
   const unusual = new UnusualLines();
+  const inspectorPort = opts.cpuProfDir ? await freePort() : undefined;
   const mf = new Miniflare({
+    ...(inspectorPort ? { inspectorPort } : {}),
     ...gatewayWorkerOptions({ ...TEST_SECRETS, ...BENCH_VARS }),
     // The gateway logs a line per request: only warnings, errors and non-JSON lines are kept.
     handleRuntimeStdio(stdout, stderr) {
@@ -120,7 +129,8 @@ export async function startSluice(opts: SluiceOptions): Promise<RunningTarget> {
       gpus: [],
       chutes: [{ chute: opts.chute.name, engine: opts.engine }],
     }));
-    agent = new ManagedChild("sluice-miner", process.execPath, [AGENT_BIN, "run", "--config", configPath], { cwd: ROOT });
+    const nodeFlags = opts.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${opts.cpuProfDir}`] : [];
+    agent = new ManagedChild("sluice-miner", process.execPath, [...nodeFlags, AGENT_BIN, "run", "--config", configPath], { cwd: ROOT });
     await agent.waitFor(/"event":"gateway\.connected"/, 60_000);
     await waitForInstance(mf, opts.chute.id, 15_000);
 
@@ -129,6 +139,8 @@ export async function startSluice(opts: SluiceOptions): Promise<RunningTarget> {
     return {
       client: (n, timeoutMs) => new HttpLoadClient(endpoint, n, timeoutMs),
       gatewayPids: () => workerd,
+      // Miniflare's own service isolates (its entry router, cache, loopback) are left out; D1's is kept.
+      ...(inspectorPort ? { profiler: new WorkerdProfiler(inspectorPort, (id) => !id.startsWith("core:user") && !id.startsWith("d1:") && id !== "core:entry") } : {}),
       agentPids: () => [agentPid],
       notes: () => {
         const agentMiB = (statusBytes(agentPid, "VmHWM") / 2 ** 20).toFixed(0);

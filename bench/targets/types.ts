@@ -1,5 +1,6 @@
 import type { ChatBody } from "../load/http-client.ts";
 import type { Sample } from "../load/runner.ts";
+import type { WorkerdProfiler } from "../cpu-profile.ts";
 
 /** Sends one request of each kind to a row (over HTTP, or to an engine in this process). */
 export interface LoadClient {
@@ -16,6 +17,8 @@ export interface RunningTarget {
   gatewayPids(): number[];
   /** The process hosting the engine (Sluice's agent; the bench itself for the in-process engine), whose CPU is reported apart. */
   agentPids?(): number[];
+  /** Profiles the gateway's isolates during a phase (`--cpu-prof`); Sluice rows started with an inspector port only. */
+  profiler?: WorkerdProfiler;
   /** Anything worth reporting after the load (e.g. the gateway's first error lines). */
   notes(): string[];
   close(): Promise<void>;
