@@ -99,7 +99,9 @@ export class GatewayConnection {
     const url = new URL("/v1/miners/connect", this.opts.gateway);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     url.searchParams.set("miner", this.opts.hotkey.address);
-    const ws = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES, handshakeTimeout: 10_000 });
+    // No permessage-deflate: compressing every token frame cost more CPU than anything else
+    // per frame, on both ends (the frames are small, and the link to the gateway is not the limit).
+    const ws = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES, handshakeTimeout: 10_000, perMessageDeflate: false });
     this.ws = ws;
     this.lastSeen = Date.now();
     ws.on("open", () => log.info("gateway.open", { url: url.origin }));

@@ -30,8 +30,64 @@ export interface InvocationRecord {
   durationMs: number;
 }
 
-/** Append the invocation to D1 and emit its canonical log line. */
-export async function recordInvocation(db: D1Database, r: InvocationRecord): Promise<void> {
+/** A batch waits at most this long for more rows before it is written. */
+const FLUSH_AFTER_MS = 20;
+/** A batch this large is written at once. */
+const MAX_BATCH = 50;
+
+type Row = typeof invocations.$inferInsert;
+
+/**
+ * Rows waiting to be written, shared by the requests of this isolate: one D1 call per batch
+ * instead of one per request (the per-call cost dominated the insert).
+ */
+class InvocationBatcher {
+  private rows: Row[] = [];
+  private written: Promise<void> | null = null;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private release: (() => void) | null = null;
+
+  /** Resolves once the row is written (or the failure logged); pass it to waitUntil. */
+  add(db: D1Database, row: Row): Promise<void> {
+    this.rows.push(row);
+    if (!this.written) {
+      this.written = new Promise<void>((resolve) => (this.release = resolve));
+      this.timer = setTimeout(() => void this.flush(db), FLUSH_AFTER_MS);
+    }
+    const written = this.written;
+    if (this.rows.length >= MAX_BATCH) void this.flush(db);
+    return written;
+  }
+
+  private async flush(db: D1Database): Promise<void> {
+    const rows = this.rows;
+    const release = this.release;
+    if (this.timer) clearTimeout(this.timer);
+    this.rows = [];
+    this.written = null;
+    this.release = null;
+    this.timer = null;
+    if (rows.length === 0) return release?.();
+    const d = drizzle(db);
+    const insert = (r: Row) => d.insert(invocations).values(r).onConflictDoNothing();
+    try {
+      const [first, ...rest] = rows.map(insert);
+      await d.batch([first!, ...rest]);
+    } catch (err) {
+      // A batch is one transaction: one bad row would lose the others, so write them one by one.
+      log.warn("invocation.batch_failed", { component: "gateway", rows: rows.length, error: String(err) });
+      for (const r of rows) {
+        await insert(r).catch((e: unknown) => log.error("invocation.record_failed", { component: "gateway", id: r.id, error: String(e) }));
+      }
+    }
+    release?.();
+  }
+}
+
+const batcher = new InvocationBatcher();
+
+/** Emit the invocation's canonical log line and queue its row for D1; resolves once written. */
+export function recordInvocation(db: D1Database, r: InvocationRecord): Promise<void> {
   const cost = r.costNano;
   log.info("invocation", {
     component: "gateway",
@@ -47,34 +103,27 @@ export async function recordInvocation(db: D1Database, r: InvocationRecord): Pro
     ttftMs: r.ttftMs,
     durationMs: r.durationMs,
   });
-  try {
-    await drizzle(db)
-      .insert(invocations)
-      .values({
-        id: r.id,
-        accountId: r.key.accountId,
-        apiKeyId: r.key.id,
-        chuteId: r.chute.id,
-        minerId: r.minerId,
-        instanceId: r.instanceId,
-        endpoint: r.endpoint,
-        stream: r.stream,
-        outcome: r.outcome,
-        errorCode: r.errorCode,
-        finishReason: r.finishReason,
-        attempts: r.attempts,
-        promptTokens: r.promptTokens,
-        completionTokens: r.completionTokens,
-        claimedPromptTokens: r.claimedPromptTokens,
-        claimedCompletionTokens: r.claimedCompletionTokens,
-        holdNano: r.holdNano,
-        costNano: cost,
-        minerEarningsNano: r.minerEarningsNano,
-        ttftMs: r.ttftMs,
-        durationMs: Math.round(r.durationMs),
-      })
-      .onConflictDoNothing();
-  } catch (err) {
-    log.error("invocation.record_failed", { component: "gateway", id: r.id, error: String(err) });
-  }
+  return batcher.add(db, {
+    id: r.id,
+    accountId: r.key.accountId,
+    apiKeyId: r.key.id,
+    chuteId: r.chute.id,
+    minerId: r.minerId,
+    instanceId: r.instanceId,
+    endpoint: r.endpoint,
+    stream: r.stream,
+    outcome: r.outcome,
+    errorCode: r.errorCode,
+    finishReason: r.finishReason,
+    attempts: r.attempts,
+    promptTokens: r.promptTokens,
+    completionTokens: r.completionTokens,
+    claimedPromptTokens: r.claimedPromptTokens,
+    claimedCompletionTokens: r.claimedCompletionTokens,
+    holdNano: r.holdNano,
+    costNano: cost,
+    minerEarningsNano: r.minerEarningsNano,
+    ttftMs: r.ttftMs,
+    durationMs: Math.round(r.durationMs),
+  });
 }
