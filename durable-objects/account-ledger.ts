@@ -20,13 +20,16 @@ import type {
   LedgerAudit,
   LedgerEntry,
   LedgerSummary,
+  LeaseSync,
+  LeaseSyncResult,
   QuotaResult,
+  RateGrant,
   RateRequest,
   RateState,
   SettleResult,
 } from "./ledger-types.ts";
 
-export type { AdmitRequest, AdmitResult, HoldResult, LedgerAudit, LedgerEntry, LedgerSummary, QuotaResult, RateState, SettleResult };
+export type { AdmitRequest, AdmitResult, HoldResult, LedgerAudit, LedgerEntry, LedgerSummary, LeaseSync, LeaseSyncResult, QuotaResult, RateState, SettleResult };
 
 const SCHEMA_VERSION = 2;
 /** Rate limits count requests and tokens per key in one-minute windows. */
@@ -230,6 +233,140 @@ export class AccountLedger extends DurableObject<Env> {
     });
   }
 
+  /**
+   * An isolate's wallet calls in (see worker/billing/wallet.ts): apply the charges of its
+   * requests that ended, size its lease, and hand out or take back rate-limit grants. The lease
+   * is a hold like any other (row `lease:<id>` in holds; entries hold/release `lease:<id>#<n>`),
+   * so the audit and the expiry alarm cover it, and a charge never exceeds what it holds.
+   */
+  async lease(accountId: string, req: LeaseSync): Promise<LeaseSyncResult> {
+    for (const c of req.charges) assertAmount(c.costNano);
+    assertAmount(req.mustNano);
+    assertAmount(req.extraNano);
+    await this.ensureSynced(accountId);
+    const charged = this.ctx.storage.transactionSync(() => this.applyCharges(req));
+    // Sizing is absolute, so it can run again after a credit is pulled from D1.
+    let held = this.ctx.storage.transactionSync(() => this.sizeLease(req));
+    if (held < req.mustNano) {
+      await this.sync(accountId);
+      held = this.ctx.storage.transactionSync(() => this.sizeLease(req));
+    }
+    const rates = this.ctx.storage.transactionSync(() => req.rates.map((r) => this.grantRate(r)));
+    const { balance, held: allHeld } = this.totals();
+    const version = (this.meta.number("lease_version") ?? 0) + 1;
+    this.meta.set("lease_version", version);
+    return { version, heldNano: held, availableNano: balance - allHeld, charged, rates };
+  }
+
+  private leaseRow(leaseId: string): { amount: number } | undefined {
+    return this.sql.exec<{ amount: number }>("SELECT amount FROM holds WHERE id = ?", `lease:${leaseId}`).toArray()[0];
+  }
+
+  /** A fresh entry reference for a lease's hold, release or expiry (a lease changes size many times). */
+  private leaseRef(holdId: string): string {
+    const seq = (this.meta.number("lease_seq") ?? 0) + 1;
+    this.meta.set("lease_seq", seq);
+    return `${holdId}#${seq}`;
+  }
+
+  private applyCharges(req: LeaseSync): Record<string, number> {
+    const charged: Record<string, number> = {};
+    const holdId = `lease:${req.leaseId}`;
+    for (const c of req.charges) {
+      const done = this.entry("settle", c.id);
+      if (done) {
+        charged[c.id] = -done.amount;
+        continue;
+      }
+      const row = this.leaseRow(req.leaseId);
+      if (row) {
+        const amount = Math.min(c.costNano, row.amount);
+        this.append("settle", c.id, -amount, -amount);
+        this.sql.exec("UPDATE holds SET amount = amount - ? WHERE id = ?", amount, holdId);
+        charged[c.id] = amount;
+      } else {
+        // The lease expired (its isolate went quiet for longer than the TTL): charge what is free.
+        const { balance, held } = this.totals();
+        const amount = Math.min(c.costNano, Math.max(0, balance - held));
+        this.append("settle", c.id, -amount, 0);
+        charged[c.id] = amount;
+      }
+    }
+    return charged;
+  }
+
+  private sizeLease(req: LeaseSync): number {
+    const holdId = `lease:${req.leaseId}`;
+    const current = this.leaseRow(req.leaseId)?.amount ?? 0;
+    const { balance, held } = this.totals();
+    const available = balance - held;
+    let amount = current;
+    const wanted = req.mustNano + req.extraNano;
+    if (wanted > current) {
+      const must = Math.min(Math.max(0, req.mustNano - current), available);
+      const extra = Math.min(wanted - current - must, Math.floor((available - must) / 2));
+      const grant = must + Math.max(0, extra);
+      if (grant > 0) this.append("hold", this.leaseRef(holdId), 0, grant);
+      amount += grant;
+    } else if (req.shrink && wanted < current) {
+      this.append("release", this.leaseRef(holdId), 0, -(current - wanted));
+      amount = wanted;
+    }
+    if (amount === 0) {
+      this.sql.exec("DELETE FROM holds WHERE id = ?", holdId);
+      return 0;
+    }
+    const expiresAt = Date.now() + req.ttlMs;
+    this.sql.exec(
+      "INSERT INTO holds (id, amount, expires_at) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET amount = excluded.amount, expires_at = excluded.expires_at",
+      holdId,
+      amount,
+      expiresAt,
+    );
+    this.armAlarm(expiresAt);
+    return amount;
+  }
+
+  /** Give back a wallet's unused grant (same minute only), then grant what it asks within the key's limits. */
+  private grantRate(r: LeaseSync["rates"][number]): RateGrant {
+    const now = Date.now();
+    const window = Math.floor(now / RATE_WINDOW_MS);
+    if (r.returnWindow === window && (r.returnRequests > 0 || r.returnTokens > 0)) {
+      this.sql.exec(
+        "UPDATE rates SET requests = max(0, requests - ?), tokens = max(0, tokens - ?) WHERE key_id = ? AND window = ?",
+        r.returnRequests,
+        r.returnTokens,
+        r.keyId,
+        window,
+      );
+    }
+    const used = this.sql
+      .exec<{ requests: number; tokens: number }>("SELECT requests, tokens FROM rates WHERE key_id = ? AND window = ?", r.keyId, window)
+      .toArray()[0] ?? { requests: 0, tokens: 0 };
+    const grantedRequests = r.rpm > 0 ? Math.min(r.wantRequests, Math.max(0, r.rpm - used.requests)) : r.wantRequests;
+    const grantedTokens = r.tpm > 0 ? Math.min(r.wantTokens, Math.max(0, r.tpm - used.tokens)) : r.wantTokens;
+    if (grantedRequests > 0 || grantedTokens > 0) {
+      this.sql.exec(
+        `INSERT INTO rates (key_id, window, requests, tokens) VALUES (?, ?, ?, ?)
+         ON CONFLICT (key_id, window) DO UPDATE SET requests = requests + excluded.requests, tokens = tokens + excluded.tokens`,
+        r.keyId,
+        window,
+        grantedRequests,
+        grantedTokens,
+      );
+    }
+    this.sql.exec("DELETE FROM rates WHERE window < ?", window - 1);
+    return {
+      keyId: r.keyId,
+      window,
+      grantedRequests,
+      grantedTokens,
+      usedRequests: used.requests + grantedRequests,
+      usedTokens: used.tokens + grantedTokens,
+      resetMs: (window + 1) * RATE_WINDOW_MS - now,
+    };
+  }
+
   /** The request's real token count replaces its worst case in the window it was admitted in. */
   private correctRate(id: string, usedTokens: number): void {
     const h = this.sql
@@ -301,7 +438,8 @@ export class AccountLedger extends DurableObject<Env> {
     this.ctx.storage.transactionSync(() => {
       const expired = this.sql.exec<{ id: string; amount: number }>("SELECT id, amount FROM holds WHERE expires_at <= ?", now).toArray();
       for (const h of expired) {
-        this.append("expire", h.id, 0, -h.amount);
+        // A lease id is used again after it expires (its wallet comes back): each expiry gets its own entry.
+        this.append("expire", h.id.startsWith("lease:") ? this.leaseRef(h.id) : h.id, 0, -h.amount);
         this.sql.exec("DELETE FROM holds WHERE id = ?", h.id);
       }
     });

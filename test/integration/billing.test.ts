@@ -218,6 +218,48 @@ describe("metering on the real path", () => {
     expect(settles).toHaveLength(ok);
   });
 
+  it("a busy account is admitted from this isolate's slice of its balance: no ledger call per request, each charged once, the slice given back when quiet", async () => {
+    const messages = [{ role: "user" as const, content: "Say something." }];
+    const hold = worstCaseNano(chute, { kind: "chat", messages, params: { maxTokens: 8 } });
+    const creditNano = 400 * hold;
+    const key = await addAccount(p.gw, "acct-busy", creditNano);
+    const ledger = await ledgerOf(p.gw, "acct-busy");
+    const ids: string[] = [];
+    let leaseSeen = false;
+    for (let wave = 0; wave < 3; wave++) {
+      const responses = await Promise.all(
+        Array.from({ length: 12 }, async (_, i) => {
+          const res = await fetch(`${p.gw.baseURL}/chat/completions`, {
+            method: "POST",
+            headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+            body: JSON.stringify({ model: TINY_CHUTE.name, messages, max_tokens: 8, seed: wave * 12 + i }),
+          });
+          return { status: res.status, body: (await res.json()) as { id: string } };
+        }),
+      );
+      expect(responses.map((r) => r.status)).toEqual(Array(12).fill(200));
+      ids.push(...responses.map((r) => r.body.id));
+      // While the account is busy the slice is held on the ledger as one lease, not a hold per request.
+      leaseSeen ||= (await ledger.entries(1000)).some((e) => e.kind === "hold" && e.ref.startsWith("lease:"));
+    }
+    expect(leaseSeen).toBe(true);
+    // Quiet: the rest of the slice goes back.
+    await expect.poll(async () => (await ledger.summary("acct-busy")).holds, { timeout: 10_000 }).toBe(0);
+    const entries = await ledger.entries(1000);
+    const settles = entries.filter((e) => e.kind === "settle");
+    expect(settles.map((e) => e.ref).sort()).toEqual([...ids].sort()); // each request charged exactly once
+    const perRequestHolds = entries.filter((e) => e.kind === "hold" && !e.ref.startsWith("lease:")).length;
+    const leaseCalls = entries.filter((e) => e.ref.startsWith("lease:")).length;
+    expect(perRequestHolds + leaseCalls).toBeLessThan(ids.length / 2);
+    await expect.poll(async () => (await p.gw.db.prepare("SELECT count(*) AS n FROM invocations WHERE account_id = 'acct-busy'").first<{ n: number }>())?.n).toBe(36);
+    const rows = (await p.gw.db.prepare("SELECT * FROM invocations WHERE account_id = 'acct-busy'").all<InvocationRow>()).results;
+    for (const r of rows) expect(r.cost_nano).toBe(costNano(chute, r.prompt_tokens, r.completion_tokens));
+    const charged = rows.reduce((s, r) => s + r.cost_nano, 0);
+    expect(-settles.reduce((s, e) => s + e.amountNano, 0)).toBe(charged);
+    expect(await ledger.summary("acct-busy")).toEqual({ balanceNano: creditNano - charged, heldNano: 0, availableNano: creditNano - charged, holds: 0 });
+    expect((await ledger.audit()).ok).toBe(true);
+  });
+
   it("the miner's earnings endpoint totals its share, and reconciles with what accounts were charged", async () => {
     const miner = p.gw.seed.miners[0]!;
     const unauth = await fetch(`${p.gw.baseURL}/miners/${miner.id}/earnings`, { headers: signedHeaders({ ...miner, secretSeed: "11".repeat(32) }) });
@@ -235,7 +277,7 @@ describe("metering on the real path", () => {
     expect(body.days.map((d) => d.day)).toEqual([new Date().toISOString().slice(0, 10)]);
     // What the accounts lost is exactly what was charged for the invocations served.
     let lost = 0;
-    for (const acct of ["acct-dev", "acct-poor", "acct-fifty"]) {
+    for (const acct of ["acct-dev", "acct-poor", "acct-fifty", "acct-busy"]) {
       const credits = await p.gw.db.prepare("SELECT sum(amount_nano) AS s FROM credits WHERE account_id = ?").bind(acct).first<{ s: number }>();
       lost += credits!.s - (await (await ledgerOf(p.gw, acct)).summary(acct)).balanceNano;
     }

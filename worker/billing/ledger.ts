@@ -5,7 +5,8 @@ import { credits } from "../db/schema.ts";
 import { numberVar } from "../env.ts";
 import { ApiError } from "../errors.ts";
 import { log } from "../log.ts";
-import type { RateState } from "../../durable-objects/ledger-types.ts";
+import type { AdmitResult, RateState } from "../../durable-objects/ledger-types.ts";
+import { busyWallet, directRequest, type WalletAdmit } from "./wallet.ts";
 import type { ApiKeyRecord } from "../catalog/types.ts";
 import { completionTokenBound, isFree, promptTokenBound, usdString, worstCaseNano } from "./pricing.ts";
 import type { JobSpec } from "../../protocol/index.ts";
@@ -36,7 +37,14 @@ const DEFAULT_TPM = 2_000_000;
  * limits (429), then the worst-case cost held (402 when the available balance does not cover
  * it) or, on a free chute, the account's daily quota (429).
  */
-export async function openMeter(env: Env, key: ApiKeyRecord, chute: ChuteRecord, spec: JobSpec, invocationId: string): Promise<Meter> {
+export async function openMeter(
+  env: Env,
+  key: ApiKeyRecord,
+  chute: ChuteRecord,
+  spec: JobSpec,
+  invocationId: string,
+  waitUntil: (p: Promise<unknown>) => void,
+): Promise<Meter> {
   const ledger = ledgerOf(env, key.accountId);
   const free = isFree(chute);
   const amount = free ? 0 : worstCaseNano(chute, spec);
@@ -47,13 +55,29 @@ export async function openMeter(env: Env, key: ApiKeyRecord, chute: ChuteRecord,
     tpm: key.tpmLimit ?? limitVar(env.RATE_LIMIT_TPM, DEFAULT_TPM),
     tokens,
   };
-  const admitted = await ledger.admit(key.accountId, {
-    invocationId,
-    rate,
-    ...(free
-      ? { freeQuota: numberVar(env.FREE_DAILY_REQUESTS, DEFAULT_FREE_DAILY_REQUESTS) }
-      : { hold: { amountNano: amount, ttlMs: numberVar(env.HOLD_TTL_MS, DEFAULT_HOLD_TTL_MS) } }),
-  });
+  const ttlMs = numberVar(env.HOLD_TTL_MS, DEFAULT_HOLD_TTL_MS);
+  // Busy accounts are admitted from this isolate's slice of their balance (no round trip).
+  const wallet = free ? null : busyWallet(key.accountId, () => ledgerOf(env, key.accountId));
+  let admitted: AdmitResult | WalletAdmit;
+  let direct: (() => void) | null = null;
+  if (wallet) {
+    admitted = await wallet.admit({ invocationId, amountNano: amount, rate, ttlMs });
+    // A refused request may be the last one: its lifetime covers giving the slice back.
+    if (!admitted.ok) waitUntil(wallet.quiet());
+  } else {
+    direct = directRequest(key.accountId);
+    try {
+      admitted = await ledger.admit(key.accountId, {
+        invocationId,
+        rate,
+        ...(free ? { freeQuota: numberVar(env.FREE_DAILY_REQUESTS, DEFAULT_FREE_DAILY_REQUESTS) } : { hold: { amountNano: amount, ttlMs } }),
+      });
+    } catch (err) {
+      direct();
+      throw err;
+    }
+    if (!admitted.ok) direct();
+  }
   const rateHeaders = rateLimitHeaders(admitted.rate);
   if (!admitted.ok) {
     const retryAfter = { ...rateHeaders, "retry-after": String(Math.max(1, Math.ceil(admitted.rate.resetMs / 1000))) };
@@ -83,12 +107,26 @@ export async function openMeter(env: Env, key: ApiKeyRecord, chute: ChuteRecord,
         );
     }
   }
+  if ("settle" in admitted) {
+    const { settle } = admitted;
+    return {
+      holdNano: amount,
+      rateHeaders,
+      settle: (costNano, usedTokens) => {
+        const charged = settle(costNano, usedTokens);
+        // This request's lifetime also covers giving the slice back when it is the last one.
+        waitUntil(charged.then(() => wallet!.quiet()));
+        return charged;
+      },
+    };
+  }
   let settled: Promise<number> | null = null;
+  const holdNano = "holdNano" in admitted ? admitted.holdNano : 0;
   return {
-    holdNano: admitted.holdNano,
+    holdNano,
     rateHeaders,
     settle: (costNano, usedTokens) =>
-      (settled ??= free ? Promise.resolve(0) : settleWithRetry(ledger, key.accountId, invocationId, costNano, usedTokens)),
+      (settled ??= (free ? Promise.resolve(0) : settleWithRetry(ledger, key.accountId, invocationId, costNano, usedTokens)).finally(() => direct?.())),
   };
 }
 

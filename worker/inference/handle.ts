@@ -57,7 +57,7 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
   // rate limits; a refused request gives its lease back.
   const queueWaitMs = numberVar(c.env.QUEUE_WAIT_MS, 2000);
   const first = acquireFirst(c.env, chute, request, queueWaitMs);
-  const meter = await openMeter(c.env, key, chute, request.spec, meta.id).catch((err: unknown) => {
+  const meter = await openMeter(c.env, key, chute, request.spec, meta.id, (p) => c.executionCtx.waitUntil(p)).catch((err: unknown) => {
     c.executionCtx.waitUntil(first.abandon());
     throw err;
   });

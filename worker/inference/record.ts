@@ -1,7 +1,9 @@
+import { fillPlaceholders, sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import type { ApiKeyRecord, ChuteRecord } from "../catalog/types.ts";
 import { invocations } from "../db/schema.ts";
 import { log } from "../log.ts";
+import { awaitShared } from "../runtime/shared-wait.ts";
 import type { Endpoint } from "../openai/format.ts";
 
 export interface InvocationRecord {
@@ -56,7 +58,7 @@ class InvocationBatcher {
     }
     const written = this.written;
     if (this.rows.length >= MAX_BATCH) void this.flush(db);
-    return written;
+    return awaitShared(written);
   }
 
   private async flush(db: D1Database): Promise<void> {
@@ -68,16 +70,17 @@ class InvocationBatcher {
     this.release = null;
     this.timer = null;
     if (rows.length === 0) return release?.();
-    const d = drizzle(db);
-    const insert = (r: Row) => d.insert(invocations).values(r).onConflictDoNothing();
+    const insert = (r: Row) => {
+      const q = (insertQuery ??= insertTemplate(db));
+      return db.prepare(q.sql).bind(...fillPlaceholders(q.params, { ...r, stream: r.stream ? 1 : 0 }));
+    };
     try {
-      const [first, ...rest] = rows.map(insert);
-      await d.batch([first!, ...rest]);
+      await db.batch(rows.map(insert));
     } catch (err) {
       // A batch is one transaction: one bad row would lose the others, so write them one by one.
       log.warn("invocation.batch_failed", { component: "gateway", rows: rows.length, error: String(err) });
       for (const r of rows) {
-        await insert(r).catch((e: unknown) => log.error("invocation.record_failed", { component: "gateway", id: r.id, error: String(e) }));
+        await insert(r).run().catch((e: unknown) => log.error("invocation.record_failed", { component: "gateway", id: r.id, error: String(e) }));
       }
     }
     release?.();
@@ -85,6 +88,23 @@ class InvocationBatcher {
 }
 
 const batcher = new InvocationBatcher();
+
+/**
+ * The insert, built by drizzle once with a placeholder per column and bound per row (building
+ * the query for each row cost more than writing it).
+ */
+let insertQuery: { sql: string; params: unknown[] } | null = null;
+
+const COLUMNS = [
+  "id", "accountId", "apiKeyId", "chuteId", "minerId", "instanceId", "endpoint", "stream", "outcome", "errorCode", "finishReason",
+  "attempts", "promptTokens", "completionTokens", "claimedPromptTokens", "claimedCompletionTokens", "holdNano", "costNano",
+  "minerEarningsNano", "ttftMs", "durationMs",
+] as const satisfies readonly (keyof Row)[];
+
+function insertTemplate(db: D1Database): { sql: string; params: unknown[] } {
+  const values = Object.fromEntries(COLUMNS.map((c) => [c, sql.placeholder(c)])) as unknown as Row;
+  return drizzle(db).insert(invocations).values(values).onConflictDoNothing().toSQL();
+}
 
 /** Emit the invocation's canonical log line and queue its row for D1; resolves once written. */
 export function recordInvocation(db: D1Database, r: InvocationRecord): Promise<void> {

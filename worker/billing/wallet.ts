@@ -1,0 +1,383 @@
+import type { AccountLedger } from "../../durable-objects/account-ledger.ts";
+import type { LeaseSync, LeaseSyncResult, RateRequest, RateState } from "../../durable-objects/ledger-types.ts";
+import { log } from "../log.ts";
+import { awaitShared } from "../runtime/shared-wait.ts";
+
+/**
+ * An isolate's wallet for one account: a slice of the account's balance (a lease, held on the
+ * account's AccountLedger like any hold) and slices of its keys' per-minute rate limits, spent
+ * locally. A request busy enough to use it is admitted without a Durable Object round trip, and
+ * its charge is sent with others in one call a few milliseconds later; the ledger is called
+ * only when the slice runs short, to flush charges, and to give the slice back when the
+ * isolate goes quiet.
+ *
+ * Nothing can be overspent: a request is admitted only when the unspent part of the lease
+ * covers its worst case, the lease only shrinks when nothing is in flight, and the ledger
+ * never charges a lease more than it holds. A refusal (402 or 429) is the ledger's answer to a
+ * call made after the request arrived, so it is never refused on a stale view.
+ */
+
+/** Charges wait at most this long to be sent together. */
+const FLUSH_AFTER_MS = 10;
+/** The lease is given back after this long without a request in flight. */
+const IDLE_CLOSE_MS = 250;
+/** The slice asked for on top of what the waiting requests need, in typical worst cases. */
+const SLICE_REQUESTS = 32;
+/** Rate grants: this fraction of the key's per-minute limit per call (at least what is asked). */
+const RATE_SLICE = 1 / 20;
+
+export interface WalletAsk {
+  invocationId: string;
+  /** The request's worst-case cost. */
+  amountNano: number;
+  rate: RateRequest;
+  ttlMs: number;
+}
+
+export type WalletAdmit =
+  | { ok: true; rate: RateState; settle: (costNano: number, usedTokens: number) => Promise<number> }
+  | { ok: false; reason: "requests" | "tokens"; rate: RateState }
+  | { ok: false; reason: "funds"; rate: RateState; availableNano: number; requiredNano: number };
+
+interface KeyGrant {
+  rpm: number;
+  tpm: number;
+  window: number;
+  /** Granted by the ledger and not yet used by a request here. */
+  requests: number;
+  tokens: number;
+  /** The ledger's counts after its last grant (including what it granted here). */
+  usedRequests: number;
+  usedTokens: number;
+  /** When the window resets, as epoch ms. */
+  resetAt: number;
+}
+
+interface Charge {
+  id: string;
+  costNano: number;
+  resolve: (charged: number) => void;
+}
+
+type LedgerStub = DurableObjectStub<AccountLedger>;
+
+const RATE_WINDOW_MS = 60_000;
+/** A lease outlives a silent isolate this long before the ledger takes it back (renewed by every call). */
+const DEFAULT_LEASE_TTL_MS = 60 * 60_000;
+
+export class Wallet {
+  private readonly leaseId = crypto.randomUUID();
+  /** What the ledger holds for the lease, after the charges it has applied (as of `version`). */
+  private held = 0;
+  private version = 0;
+  /** Worst cases of the requests admitted here and not yet settled. */
+  private reserved = 0;
+  /** Charges not yet applied by the ledger as far as this wallet knows (queued, or in a call under way). */
+  private unapplied = 0;
+  private queue: Charge[] = [];
+  private readonly grants = new Map<string, KeyGrant>();
+  /** The ledger's available balance outside every lease, as of the last call. */
+  private ledgerAvailable = 0;
+  private inflight = 0;
+  private waiting: WalletAsk[] = [];
+  private calls = 0;
+  private flushTimer: ReturnType<typeof setTimeout> | null = null;
+  private idleTimer: ReturnType<typeof setTimeout> | null = null;
+  private typicalNano = 0;
+  /** A call giving the lease back is under way: requests go to the ledger directly meanwhile. */
+  closing = false;
+  /** Resolved when the wallet has closed or is busy again (the last request waits for it). */
+  private quietWaiters: (() => void)[] = [];
+
+  constructor(
+    private readonly accountId: string,
+    private readonly ledger: () => LedgerStub,
+    private readonly onClosed: () => void,
+  ) {}
+
+  /** Whether a lease is open or a request of the account is in flight here. */
+  get active(): boolean {
+    return this.held > 0 || this.inflight > 0 || this.waiting.length > 0 || this.calls > 0;
+  }
+
+  /**
+   * Admit a request from the slice. When the slice cannot cover it, this request calls the
+   * ledger itself (asking for what every waiting request needs) and the answer is final: each
+   * request awaits only its own calls (a Worker request cannot safely wait on another's I/O).
+   */
+  async admit(ask: WalletAsk): Promise<WalletAdmit> {
+    this.cancelIdle();
+    this.typicalNano = this.typicalNano === 0 ? ask.amountNano : Math.round(0.8 * this.typicalNano + 0.2 * ask.amountNano);
+    const taken = this.tryTake(ask);
+    if (taken.ok) return taken;
+    this.waiting.push(ask);
+    try {
+      await this.call(false);
+    } finally {
+      this.waiting = this.waiting.filter((w) => w !== ask);
+    }
+    const after = this.tryTake(ask);
+    if (!after.ok) this.maybeIdle();
+    return after;
+  }
+
+  private tryTake(ask: WalletAsk): WalletAdmit {
+    const now = Date.now();
+    const grant = this.grantOf(ask.rate, now);
+    const rate = rateState(ask.rate, grant, now);
+    if (ask.rate.rpm > 0 && grant.requests < 1) return { ok: false, reason: "requests", rate };
+    if (ask.rate.tpm > 0 && grant.tokens < ask.rate.tokens) return { ok: false, reason: "tokens", rate };
+    const free = this.held - this.reserved - this.unapplied;
+    if (free < ask.amountNano) {
+      return { ok: false, reason: "funds", rate, availableNano: Math.max(0, free) + this.ledgerAvailable, requiredNano: ask.amountNano };
+    }
+    this.reserved += ask.amountNano;
+    this.inflight++;
+    if (ask.rate.rpm > 0) grant.requests--;
+    if (ask.rate.tpm > 0) grant.tokens -= ask.rate.tokens;
+    const counted = { window: grant.window, tokens: ask.rate.tpm > 0 ? ask.rate.tokens : 0 };
+    let settled: Promise<number> | null = null;
+    return {
+      ok: true,
+      rate: rateState(ask.rate, grant, now),
+      settle: (costNano, usedTokens) => (settled ??= this.settle(ask, counted, costNano, usedTokens)),
+    };
+  }
+
+  /** The key's grant for this minute (an empty one when the minute changed). */
+  private grantOf(rate: RateRequest, now: number): KeyGrant {
+    const window = Math.floor(now / RATE_WINDOW_MS);
+    let g = this.grants.get(rate.keyId);
+    if (!g || g.window !== window) {
+      g = { rpm: rate.rpm, tpm: rate.tpm, window, requests: 0, tokens: 0, usedRequests: 0, usedTokens: 0, resetAt: (window + 1) * RATE_WINDOW_MS };
+      this.grants.set(rate.keyId, g);
+    }
+    g.rpm = rate.rpm;
+    g.tpm = rate.tpm;
+    return g;
+  }
+
+  /**
+   * The request ended: its worst case returns to the slice at once and its charge is sent with
+   * others within FLUSH_AFTER_MS. Resolves with what the ledger charged.
+   */
+  private settle(ask: WalletAsk, counted: { window: number; tokens: number }, costNano: number, usedTokens: number): Promise<number> {
+    const charge = Math.min(Math.max(0, costNano), ask.amountNano);
+    this.reserved -= ask.amountNano;
+    this.inflight--;
+    // The worst case counted against the key's tokens is corrected to what was used.
+    const grant = this.grants.get(ask.rate.keyId);
+    if (grant && grant.window === counted.window && counted.tokens > 0) grant.tokens += Math.max(0, counted.tokens - usedTokens);
+    if (charge === 0) {
+      this.maybeIdle();
+      return Promise.resolve(0);
+    }
+    this.unapplied += charge;
+    // Created by this request, whose lifetime (waitUntil) lasts until the flush resolves it.
+    const applied = new Promise<number>((resolve) => this.queue.push({ id: ask.invocationId, costNano: charge, resolve }));
+    this.flushTimer ??= setTimeout(() => {
+      this.flushTimer = null;
+      this.call(false).catch(() => undefined);
+    }, FLUSH_AFTER_MS);
+    return awaitShared(applied).then((charged) => {
+      this.maybeIdle();
+      return charged;
+    });
+  }
+
+  /**
+   * Resolves once the wallet has given its lease back, or a newer request is in flight (and
+   * will see it through): the last request's lifetime (waitUntil) covers the lease's return.
+   */
+  quiet(): Promise<void> {
+    if (!this.active || this.inflight > 0 || this.waiting.length > 0) return Promise.resolve();
+    return awaitShared(new Promise((resolve) => this.quietWaiters.push(resolve)));
+  }
+
+  private idle(): boolean {
+    return this.inflight === 0 && this.waiting.length === 0 && this.calls === 0;
+  }
+
+  private maybeIdle(): void {
+    if (!this.idle() || this.idleTimer !== null) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null;
+      if (this.idle()) this.close().catch(() => undefined);
+      else this.wake();
+    }, IDLE_CLOSE_MS);
+  }
+
+  private cancelIdle(): void {
+    if (this.idleTimer !== null) {
+      clearTimeout(this.idleTimer);
+      this.idleTimer = null;
+    }
+    this.wake();
+  }
+
+  private wake(): void {
+    const waiters = this.quietWaiters;
+    this.quietWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Give everything back: the rest of the lease, and unused rate grants. */
+  private async close(): Promise<void> {
+    this.closing = true;
+    try {
+      await this.call(true);
+      if (this.held === 0 && this.idle() && this.queue.length === 0) {
+        this.grants.clear();
+        this.onClosed();
+      }
+    } finally {
+      this.closing = false;
+      this.wake();
+    }
+  }
+
+  /**
+   * One call to the ledger: the queued charges, the lease sized for what is reserved and
+   * waiting (plus a slice), rate grants. Calls may overlap; the ledger's version orders answers.
+   */
+  private async call(closing: boolean): Promise<void> {
+    if (this.flushTimer !== null) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = null;
+    }
+    const batch = this.queue;
+    this.queue = [];
+    const batchNano = sum(batch);
+    const waitingNano = this.waiting.reduce((s, w) => s + w.amountNano, 0);
+    const req: LeaseSync = {
+      leaseId: this.leaseId,
+      charges: batch.map((c) => ({ id: c.id, costNano: c.costNano })),
+      mustNano: closing ? 0 : this.reserved + (this.unapplied - batchNano) + waitingNano,
+      extraNano: closing ? 0 : Math.max(waitingNano, SLICE_REQUESTS * this.typicalNano),
+      shrink: closing,
+      ttlMs: this.waiting[0]?.ttlMs ?? DEFAULT_LEASE_TTL_MS,
+      rates: this.rateRequests(closing),
+    };
+    this.calls++;
+    let res: LeaseSyncResult;
+    try {
+      res = await callWithRetry(this.ledger, this.accountId, req);
+    } catch (err) {
+      // The charges go back in the queue for the next call; if none comes, the lease expires
+      // on the ledger and those requests are not charged (logged).
+      this.queue = [...batch, ...this.queue];
+      log.error("wallet.sync_failed", { component: "gateway", accountId: this.accountId, charges: batch.length, error: String(err) });
+      throw err;
+    } finally {
+      this.calls--;
+    }
+    this.unapplied -= batchNano;
+    if (res.version > this.version) {
+      this.version = res.version;
+      this.held = res.heldNano;
+      this.ledgerAvailable = res.availableNano;
+    }
+    for (const c of batch) c.resolve(res.charged[c.id] ?? 0);
+    for (const g of res.rates) {
+      const mine = this.grants.get(g.keyId);
+      if (!mine) continue;
+      if (mine.window !== g.window) {
+        mine.window = g.window;
+        mine.requests = 0;
+        mine.tokens = 0;
+      }
+      mine.requests += g.grantedRequests;
+      mine.tokens += g.grantedTokens;
+      mine.usedRequests = g.usedRequests;
+      mine.usedTokens = g.usedTokens;
+      mine.resetAt = Date.now() + g.resetMs;
+    }
+  }
+
+  /** Per key: give back unused grants when closing; otherwise ask for what waiting requests need, plus a slice. */
+  private rateRequests(closing: boolean): LeaseSync["rates"] {
+    const out: LeaseSync["rates"] = [];
+    for (const [keyId, g] of this.grants) {
+      const waiting = this.waiting.filter((w) => w.rate.keyId === keyId);
+      const waitingTokens = waiting.reduce((s, w) => s + w.rate.tokens, 0);
+      out.push({
+        keyId,
+        rpm: g.rpm,
+        tpm: g.tpm,
+        returnWindow: g.window,
+        returnRequests: closing ? g.requests : 0,
+        returnTokens: closing ? g.tokens : 0,
+        wantRequests: closing || g.rpm === 0 || waiting.length === 0 ? 0 : waiting.length + Math.ceil(g.rpm * RATE_SLICE),
+        wantTokens: closing || g.tpm === 0 || waiting.length === 0 ? 0 : waitingTokens + Math.ceil(g.tpm * RATE_SLICE),
+      });
+      if (closing) {
+        g.requests = 0;
+        g.tokens = 0;
+      }
+    }
+    return out;
+  }
+}
+
+function sum(charges: Charge[]): number {
+  return charges.reduce((s, c) => s + c.costNano, 0);
+}
+
+/** The key's standing as the ledger last counted it, less what this wallet holds unused. */
+function rateState(r: RateRequest, g: KeyGrant, now: number): RateState {
+  const usedRequests = g.usedRequests - g.requests;
+  const usedTokens = g.usedTokens - g.tokens;
+  return {
+    limitRequests: r.rpm,
+    remainingRequests: r.rpm > 0 ? Math.max(0, r.rpm - usedRequests) : Number.MAX_SAFE_INTEGER,
+    limitTokens: r.tpm,
+    remainingTokens: r.tpm > 0 ? Math.max(0, r.tpm - usedTokens) : Number.MAX_SAFE_INTEGER,
+    resetMs: Math.max(0, g.resetAt - now),
+  };
+}
+
+async function callWithRetry(ledger: () => LedgerStub, accountId: string, req: LeaseSync): Promise<LeaseSyncResult> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      // A stub per call: a stub belongs to the request that made it, and calls run on behalf of many.
+      return await ledger().lease(accountId, req);
+    } catch (err) {
+      // Charges are applied once per invocation id, and the sizing is absolute, so a retried
+      // call cannot charge twice. (Rate grants could be counted twice: they only err towards refusing.)
+      if (attempt >= 3) throw err;
+      await new Promise((r) => setTimeout(r, 50 * attempt));
+    }
+  }
+}
+
+const wallets = new Map<string, Wallet>();
+/** Requests of each account in flight in this isolate on the per-request path. */
+const direct = new Map<string, number>();
+
+/**
+ * The account's wallet when it is worth using: a lease is open, or another request of the
+ * account is in flight here (a lone request is admitted by the ledger directly, and locks up no
+ * more than its own worst case).
+ */
+export function busyWallet(accountId: string, ledger: () => LedgerStub): Wallet | null {
+  const open = wallets.get(accountId);
+  if (open?.closing) return null;
+  if (open?.active) return open;
+  if ((direct.get(accountId) ?? 0) === 0) return null;
+  const wallet = open ?? new Wallet(accountId, ledger, () => wallets.delete(accountId));
+  wallets.set(accountId, wallet);
+  return wallet;
+}
+
+/** Count a request admitted by the ledger directly; call the result when it has settled. */
+export function directRequest(accountId: string): () => void {
+  direct.set(accountId, (direct.get(accountId) ?? 0) + 1);
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    const n = (direct.get(accountId) ?? 1) - 1;
+    if (n <= 0) direct.delete(accountId);
+    else direct.set(accountId, n);
+  };
+}
