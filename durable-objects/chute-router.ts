@@ -17,9 +17,9 @@ import { DurableObject } from "cloudflare:workers";
 
 import type { ChuteScaler } from "./chute-scaler.ts";
 import { MetaTable } from "./meta-table.ts";
-import type { AcquireRequest, AcquireResult, InstanceHealth, LeaseReport, Percentiles, RouterInstance, RouterSnapshot } from "./router-types.ts";
+import type { AcquireRequest, AcquireResult, InstanceHealth, LeaseRelease, LeaseReport, Percentiles, RouterInstance, RouterSnapshot } from "./router-types.ts";
 
-export type { AcquireRequest, AcquireResult, InstanceHealth, LeaseReport, RouterInstance, RouterSnapshot };
+export type { AcquireRequest, AcquireResult, InstanceHealth, LeaseRelease, LeaseReport, RouterInstance, RouterSnapshot };
 
 /** A lease not released within this time is presumed lost (its Worker died) and expires. */
 const LEASE_TTL_MS = 30 * 60_000;
@@ -105,6 +105,7 @@ export class ChuteRouter extends DurableObject<Env> {
 
   /** Take a slot on the best instance, waiting up to `waitMs` when all are busy. */
   async acquire(req: AcquireRequest): Promise<AcquireResult> {
+    if (req.released) this.releaseMany(req.released);
     const avoid = new Set(req.avoid);
     const prefixes = req.prefixes ?? [];
     if (req.chute) this.chuteId = req.chute;
@@ -164,6 +165,11 @@ export class ChuteRouter extends DurableObject<Env> {
     if (n > 0) this.inflight.set(lease.instanceId, n);
     else this.inflight.delete(lease.instanceId);
     this.serveWaiters();
+  }
+
+  /** Give several slots back at once (an isolate's releases, sent together). */
+  releaseMany(released: LeaseRelease[]): void {
+    for (const r of released) this.release(r.leaseId, r.report);
   }
 
   /** Replace the instances one miner serves for this chute (an empty list removes them all). */

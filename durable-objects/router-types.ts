@@ -29,6 +29,13 @@ export interface AcquireRequest {
    * request with the same prefix likely holds it in its KV cache.
    */
   prefixes?: string[];
+  /** Leases this isolate gave back since its last call, applied before this acquire. */
+  released?: LeaseRelease[];
+}
+
+export interface LeaseRelease {
+  leaseId: string;
+  report?: LeaseReport;
 }
 
 export type AcquireResult =

@@ -33,6 +33,17 @@ interface InvocationRow {
   miner_earnings_nano: number;
 }
 
+/** An invocation's row, once written (rows are written in batches, shortly after the response). */
+async function invocationRow(gw: Gateway, id: string): Promise<InvocationRow> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const row = await gw.db.prepare("SELECT * FROM invocations WHERE id = ?").bind(id).first<InvocationRow>();
+    if (row) return row;
+    if (Date.now() > deadline) throw new Error(`no invocation row for ${id}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 async function invocations(gw: Gateway): Promise<InvocationRow[]> {
   return (await gw.db.prepare("SELECT * FROM invocations ORDER BY created_at").all<InvocationRow>()).results;
 }
@@ -353,9 +364,9 @@ describe("failures and dishonest usage", () => {
       .poll(
         async () => {
           const r = await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "a long shared prefix" }], max_tokens: 4 });
-          const row = await gw.db.prepare("SELECT prompt_tokens, completion_tokens, cost_nano FROM invocations WHERE id = ?").bind(r.id).first<InvocationRow>();
+          const row = await invocationRow(gw, r.id);
           expect(r.usage?.prompt_tokens_details?.cached_tokens).toBe(Math.min(50, r.usage!.prompt_tokens));
-          return row && row.cost_nano === costNano(discounted, row.prompt_tokens, row.completion_tokens, 50);
+          return row.cost_nano === costNano(discounted, row.prompt_tokens, row.completion_tokens, 50);
         },
         { timeout: 15_000, interval: 1_000 },
       )

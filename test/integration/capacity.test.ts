@@ -57,8 +57,10 @@ describe("32 concurrent streams on one agent", () => {
       expect(r.usage?.completion_tokens).toBe(r.maxTokens);
       expect(r.text.length).toBeGreaterThan(0);
     }
-    const rows = await gw.db.prepare("SELECT count(*) AS n FROM invocations WHERE outcome = 'ok' AND stream = 1").first<{ n: number }>();
-    expect(rows!.n).toBe(N);
+    // Rows are written in batches shortly after each response.
+    await expect
+      .poll(async () => (await gw.db.prepare("SELECT count(*) AS n FROM invocations WHERE outcome = 'ok' AND stream = 1").first<{ n: number }>())?.n)
+      .toBe(N);
     // The engine ran them in parallel sequences: the agent's jobs overlapped in time.
     const ends = agent.logs.filter((l) => l.event === "job.end" && l.outcome === "ok");
     const edges = ends.flatMap((l) => {

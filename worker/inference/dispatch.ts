@@ -1,11 +1,12 @@
 import { choiceCount, type JobEvent } from "../../protocol/index.ts";
-import type { AcquireResult, ChuteRouter, LeaseReport } from "../../durable-objects/chute-router.ts";
+import type { AcquireRequest, AcquireResult, ChuteRouter, LeaseReport } from "../../durable-objects/chute-router.ts";
 import type { MinerSession } from "../../durable-objects/miner-session.ts";
 import { JobEventReader } from "../../durable-objects/job-events.ts";
 import { ApiError } from "../errors.ts";
 import type { ChuteRecord } from "../catalog/types.ts";
 import type { NormalizedRequest } from "./normalize.ts";
 import { prefixHashes } from "./prefix.ts";
+import { queueRelease, takeReleases } from "./releases.ts";
 
 /** At most this many instances are tried for one request before the first token. */
 export const MAX_ATTEMPTS = 3;
@@ -49,11 +50,28 @@ export function acquireFirst(env: Env, chute: ChuteRecord, request: NormalizedRe
   const router = env.CHUTE_ROUTER.get(env.CHUTE_ROUTER.idFromName(chute.id));
   const prefixes = prefixHashes(request.spec);
   const weight = choiceCount(request.spec);
-  const lease = router.acquire({ chute: chute.id, avoid: [], waitMs: queueWaitMs, prefixes, weight });
+  const lease = acquire(router, { chute: chute.id, avoid: [], waitMs: queueWaitMs, prefixes, weight });
   let abandoned: Promise<void> | null = null;
   const abandon = () =>
-    (abandoned ??= lease.then((l) => (l.ok ? router.release(l.leaseId) : undefined)).catch(() => undefined));
+    (abandoned ??= lease.then((l) => (l.ok ? releaseLater(env, chute.id, l.leaseId) : undefined)).catch(() => undefined));
   return { router, prefixes, lease, abandon };
+}
+
+/** An acquire that carries this isolate's pending releases for the chute. */
+async function acquire(router: DurableObjectStub<ChuteRouter>, req: AcquireRequest): Promise<AcquireResult> {
+  const { released, sent } = takeReleases(req.chute!);
+  try {
+    const result = await router.acquire(released.length > 0 ? { ...req, released } : req);
+    sent(true);
+    return result;
+  } catch (err) {
+    sent(false);
+    throw err;
+  }
+}
+
+function releaseLater(env: Env, chuteId: string, leaseId: string, report?: LeaseReport): Promise<void> {
+  return queueRelease(() => env.CHUTE_ROUTER.get(env.CHUTE_ROUTER.idFromName(chuteId)), chuteId, leaseId, report);
 }
 
 /**
@@ -67,7 +85,7 @@ export async function dispatch(opts: DispatchOptions & { first: FirstLease }): P
   const avoid: string[] = [];
   let lastFailure: ApiError | null = null;
   for (let attempt = 1; ; attempt++) {
-    const lease = attempt === 1 ? await opts.first.lease : await router.acquire({ chute: chute.id, avoid, waitMs: opts.queueWaitMs, prefixes, weight: choiceCount(opts.request.spec) });
+    const lease = attempt === 1 ? await opts.first.lease : await acquire(router, { chute: chute.id, avoid, waitMs: opts.queueWaitMs, prefixes, weight: choiceCount(opts.request.spec) });
     // No other instance to try after a failure: the client gets that failure (a 502 for a
     // broken miner), not "no capacity", which would hide what went wrong.
     if (!lease.ok && lease.code === "no_capacity" && lastFailure) throw lastFailure;
@@ -76,7 +94,7 @@ export async function dispatch(opts: DispatchOptions & { first: FirstLease }): P
     const release = async (report?: LeaseReport) => {
       if (released) return;
       released = true;
-      await router.release(lease.leaseId, report);
+      await releaseLater(env, chute.id, lease.leaseId, report);
     };
     const session = env.MINER_SESSION.get(env.MINER_SESSION.idFromName(lease.minerId));
     const cancel = async () => {

@@ -32,58 +32,73 @@ export interface InvocationRecord {
   durationMs: number;
 }
 
-/** A batch waits at most this long for more rows before it is written. */
-const FLUSH_AFTER_MS = 20;
-/** A batch this large is written at once. */
+/** A flusher writes at most this many batches before handing the job to a waiting request. */
+const MAX_ROUNDS = 4;
+/** At most this many rows per D1 call. */
 const MAX_BATCH = 50;
 
 type Row = typeof invocations.$inferInsert;
 
+interface Waiting {
+  row: Row;
+  /** "written", or "flush": the row is not written yet and this request writes the next batches. */
+  resolve: (outcome: "written" | "flush") => void;
+}
+
 /**
- * Rows waiting to be written, shared by the requests of this isolate: one D1 call per batch
- * instead of one per request (the per-call cost dominated the insert).
+ * Group commit for invocation rows: a row is written at once when no write is under way;
+ * otherwise it waits and goes with the others in the next D1 call. One call per batch instead
+ * of one per request (the per-call cost dominated), and no added delay when the gateway is quiet.
+ * The writing is done by a request whose row is in the batch (a Worker request cannot safely
+ * wait on I/O that another request started and may abandon), for a few batches at most.
  */
 class InvocationBatcher {
-  private rows: Row[] = [];
-  private written: Promise<void> | null = null;
-  private timer: ReturnType<typeof setTimeout> | null = null;
-  private release: (() => void) | null = null;
+  private busy = false;
+  private waiting: Waiting[] = [];
 
   /** Resolves once the row is written (or the failure logged); pass it to waitUntil. */
-  add(db: D1Database, row: Row): Promise<void> {
-    this.rows.push(row);
-    if (!this.written) {
-      this.written = new Promise<void>((resolve) => (this.release = resolve));
-      this.timer = setTimeout(() => void this.flush(db), FLUSH_AFTER_MS);
+  async add(db: D1Database, row: Row): Promise<void> {
+    if (this.busy) {
+      const outcome = await awaitShared(new Promise<"written" | "flush">((resolve) => this.waiting.push({ row, resolve })));
+      if (outcome === "written") return;
+    } else {
+      this.waiting.unshift({ row, resolve: () => undefined });
+      this.busy = true;
     }
-    const written = this.written;
-    if (this.rows.length >= MAX_BATCH) void this.flush(db);
-    return awaitShared(written);
-  }
-
-  private async flush(db: D1Database): Promise<void> {
-    const rows = this.rows;
-    const release = this.release;
-    if (this.timer) clearTimeout(this.timer);
-    this.rows = [];
-    this.written = null;
-    this.release = null;
-    this.timer = null;
-    if (rows.length === 0) return release?.();
-    const insert = (r: Row) => {
-      const q = (insertQuery ??= insertTemplate(db));
-      return db.prepare(q.sql).bind(...fillPlaceholders(q.params, { ...r, stream: r.stream ? 1 : 0 }));
-    };
     try {
-      await db.batch(rows.map(insert));
-    } catch (err) {
-      // A batch is one transaction: one bad row would lose the others, so write them one by one.
-      log.warn("invocation.batch_failed", { component: "gateway", rows: rows.length, error: String(err) });
-      for (const r of rows) {
-        await insert(r).run().catch((e: unknown) => log.error("invocation.record_failed", { component: "gateway", id: r.id, error: String(e) }));
+      for (let round = 0; round < MAX_ROUNDS && this.waiting.length > 0; round++) {
+        const batch = this.waiting.splice(0, MAX_BATCH);
+        await write(db, batch.map((w) => w.row));
+        for (const w of batch) w.resolve("written");
+      }
+    } finally {
+      // Rows still waiting: the first of them writes the next batches.
+      const next = this.waiting.shift();
+      if (next) {
+        this.waiting.unshift({ row: next.row, resolve: () => undefined });
+        next.resolve("flush");
+      } else {
+        this.busy = false;
       }
     }
-    release?.();
+  }
+}
+
+async function write(db: D1Database, rows: Row[]): Promise<void> {
+  const insert = (r: Row) => {
+    const q = (insertQuery ??= insertTemplate(db));
+    return db.prepare(q.sql).bind(...fillPlaceholders(q.params, { ...r, stream: r.stream ? 1 : 0 }));
+  };
+  try {
+    await db.batch(rows.map(insert));
+  } catch (err) {
+    // A batch is one transaction: one bad row would lose the others, so write them one by one.
+    log.warn("invocation.batch_failed", { component: "gateway", rows: rows.length, error: String(err) });
+    for (const r of rows) {
+      await insert(r)
+        .run()
+        .catch((e: unknown) => log.error("invocation.record_failed", { component: "gateway", id: r.id, error: String(e) }));
+    }
   }
 }
 
