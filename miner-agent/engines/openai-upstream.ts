@@ -1,3 +1,5 @@
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { z } from "zod";
 import type { ChatMessage, FinishReason, JobSpec, TokenLogprob } from "../../protocol/index.ts";
 import { EngineError } from "./types.ts";
@@ -158,14 +160,49 @@ function mapFinish(reason: string): FinishReason {
   return reason === "length" ? "length" : reason === "tool_calls" || reason === "function_call" ? "tool_calls" : "stop";
 }
 
-async function httpErrorMessage(res: Response): Promise<string> {
-  const text = await res.text().catch(() => "");
+async function httpErrorMessage(status: number, body: Promise<string>): Promise<string> {
+  const text = await body.catch(() => "");
   let message = text.trim().slice(0, 500);
   try {
     const body = ErrorBody.parse(JSON.parse(text));
     message = "error" in body ? (typeof body.error === "string" ? body.error : body.error.message) : body.message;
   } catch { /* not JSON: keep the raw text */ }
-  return `upstream HTTP ${res.status}${message ? `: ${message}` : ""}`;
+  return `upstream HTTP ${status}${message ? `: ${message}` : ""}`;
+}
+
+/** Keep-alive connections to the upstream, one pool per engine (reused across jobs). */
+export interface UpstreamPool {
+  http: HttpAgent;
+  https: HttpsAgent;
+}
+
+export function upstreamPool(maxSockets: number): UpstreamPool {
+  return { http: new HttpAgent({ keepAlive: true, maxSockets }), https: new HttpsAgent({ keepAlive: true, maxSockets }) };
+}
+
+/**
+ * POST a JSON body with node:http on a pooled keep-alive connection (the per-request cost of
+ * fetch was the agent's largest after the socket's own). Resolves with the response head.
+ */
+function post(pool: UpstreamPool, url: string, headers: Record<string, string>, body: string, signal: AbortSignal): Promise<IncomingMessage> {
+  const target = new URL(url);
+  const secure = target.protocol === "https:";
+  return new Promise((resolve, reject) => {
+    const req = (secure ? httpsRequest : httpRequest)(
+      target,
+      { method: "POST", headers: { ...headers, "content-length": Buffer.byteLength(body) }, agent: secure ? pool.https : pool.http, signal },
+      resolve,
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+async function readText(res: IncomingMessage): Promise<string> {
+  res.setEncoding("utf8");
+  let text = "";
+  for await (const piece of res) text += piece as string;
+  return text;
 }
 
 function abortError(): DOMException {
@@ -191,6 +228,7 @@ class Generation {
 
   constructor(
     private readonly config: OpenAIUpstreamEngineConfig,
+    private readonly pool: UpstreamPool,
     private readonly spec: JobSpec,
     private readonly hooks: GenerateHooks,
   ) {}
@@ -244,22 +282,19 @@ class Generation {
     const path = this.spec.kind === "chat" ? "chat/completions" : "completions";
     const headers: Record<string, string> = { "content-type": "application/json", accept: "text/event-stream" };
     if (this.config.apiKey) headers.authorization = `Bearer ${this.config.apiKey}`;
-    const res = await fetch(`${this.config.baseURL.replace(/\/+$/, "")}/${path}`, {
-      method: "POST", headers, body: JSON.stringify(requestBody(this.spec, this.config.model)),
-      signal: this.controller.signal,
-    });
+    const url = `${this.config.baseURL.replace(/\/+$/, "")}/${path}`;
+    const res = await post(this.pool, url, headers, JSON.stringify(requestBody(this.spec, this.config.model)), this.controller.signal);
     this.touch();
-    if (!res.ok) throw new EngineError(await httpErrorMessage(res), true);
-    if (!res.body) throw new EngineError("upstream response has no body", true);
+    const status = res.statusCode ?? 0;
+    if (status < 200 || status >= 300) throw new EngineError(await httpErrorMessage(status, readText(res)), true);
     const parser = new SseParser();
-    const decoder = new TextDecoder();
-    const reader = res.body.getReader();
-    for (let read = await reader.read(); !read.done; read = await reader.read()) {
+    res.setEncoding("utf8"); // decodes UTF-8 across reads
+    for await (const piece of res) {
       this.touch();
-      for (const data of parser.push(decoder.decode(read.value, { stream: true }))) this.event(data);
+      for (const data of parser.push(piece as string)) this.event(data);
     }
     this.ended = true;
-    for (const data of parser.push(decoder.decode()).concat(parser.end())) this.event(data);
+    for (const data of parser.end()) this.event(data);
     if (!this.done && this.finish === undefined) {
       throw new EngineError("upstream stream ended before finishing", this.contentChunks === 0);
     }
@@ -316,21 +351,21 @@ const EmbeddingsBody = z.object({
 });
 
 /** POST /embeddings upstream (float encoding: every OpenAI-compatible server has it). */
-async function embedUpstream(config: OpenAIUpstreamEngineConfig, input: readonly string[], signal: AbortSignal): Promise<EmbedResult> {
+async function embedUpstream(config: OpenAIUpstreamEngineConfig, pool: UpstreamPool, input: readonly string[], signal: AbortSignal): Promise<EmbedResult> {
   const headers: Record<string, string> = { "content-type": "application/json" };
   if (config.apiKey) headers.authorization = `Bearer ${config.apiKey}`;
-  let res: Response;
+  let text: string;
+  let status: number;
   try {
-    res = await fetch(`${config.baseURL.replace(/\/+$/, "")}/embeddings`, {
-      method: "POST", headers, signal,
-      body: JSON.stringify({ model: config.model, input, encoding_format: "float" }),
-    });
+    const res = await post(pool, `${config.baseURL.replace(/\/+$/, "")}/embeddings`, headers, JSON.stringify({ model: config.model, input, encoding_format: "float" }), signal);
+    status = res.statusCode ?? 0;
+    text = await readText(res);
   } catch (err) {
     if (signal.aborted) throw abortError();
     throw new EngineError(`upstream request failed: ${describe(err)}`, true);
   }
-  if (!res.ok) throw new EngineError(await httpErrorMessage(res), true);
-  const body = EmbeddingsBody.safeParse(await res.json().catch(() => null));
+  if (status < 200 || status >= 300) throw new EngineError(await httpErrorMessage(status, Promise.resolve(text)), true);
+  const body = EmbeddingsBody.safeParse(parseJson(text));
   if (!body.success) throw new EngineError(`upstream embeddings have an unexpected shape: ${z.prettifyError(body.error)}`, true);
   const vectors: Float32Array[] = [];
   for (const d of body.data.data) vectors[d.index] = Float32Array.from(d.embedding);
@@ -341,13 +376,22 @@ async function embedUpstream(config: OpenAIUpstreamEngineConfig, input: readonly
   return { vectors, promptTokens: body.data.usage?.prompt_tokens ?? Math.ceil(chars / 4) };
 }
 
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
 export function createOpenAIUpstreamEngine(config: OpenAIUpstreamEngineConfig): Engine {
   const active = new Set<Generation>();
+  const pool = upstreamPool(Math.max(1, config.parallel));
   return {
     kind: "openai-upstream",
     capacity: config.parallel,
     async generate(spec, hooks) {
-      const generation = new Generation(config, spec, hooks);
+      const generation = new Generation(config, pool, spec, hooks);
       active.add(generation);
       try {
         return await generation.run();
@@ -355,9 +399,11 @@ export function createOpenAIUpstreamEngine(config: OpenAIUpstreamEngineConfig): 
         active.delete(generation);
       }
     },
-    embed: (input, signal) => embedUpstream(config, input, signal),
+    embed: (input, signal) => embedUpstream(config, pool, input, signal),
     async close() {
       for (const generation of active) generation.cancel();
+      pool.http.destroy();
+      pool.https.destroy();
     },
   };
 }
