@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AgentFrame } from "../protocol/index.ts";
 import { startUpstreamDouble, type UpstreamDouble } from "../test/support/upstream-double.ts";
 import { createOpenAIUpstreamEngine } from "./engines/openai-upstream.ts";
-import { JobRunner, OUTBOUND_LIMIT, type ServedInstance } from "./job-runner.ts";
+import { FRAME_INTERVAL_MS, JobRunner, OUTBOUND_LIMIT, type ServedInstance } from "./job-runner.ts";
 
 /** The job runner against a real engine (openai-upstream on the vLLM test double), with the socket's side observed. */
 let upstream: UpstreamDouble;
@@ -28,6 +28,24 @@ describe("job runner", () => {
     expect(chunks.length).toBeLessThan(2000);
     expect(frames.at(-1)).toMatchObject({ type: "done", id: "j1", usage: { completionTokens: 2000 } });
     expect(inst).toMatchObject({ active: 0, requestsServed: 1, tokensServed: 2000 });
+  });
+
+  it("an engine yielding one token at a time: the first goes at once, the rest in frames at most every FRAME_INTERVAL_MS", async () => {
+    upstream.set({ delayPerTokenMs: 2 });
+    try {
+      const frames: { frame: AgentFrame; at: number }[] = [];
+      const runner = new JobRunner((f) => (frames.push({ frame: f, at: performance.now() }), true), () => 0);
+      await runner.run(instance(), "j4", job(60), undefined);
+      const chunks = frames.filter((f) => f.frame.type === "chunk");
+      expect(chunks[0]!.frame).toMatchObject({ tokens: 1, text: "tok0" });
+      expect(chunks.reduce((n, c) => n + (c.frame.type === "chunk" ? c.frame.tokens : 0), 0)).toBe(60);
+      // 60 tokens about 2 ms apart take over 120 ms: one frame each would be 60 frames.
+      expect(chunks.length).toBeLessThan(20);
+      // (The last one goes when the job ends, whatever the interval.)
+      for (let i = 2; i < chunks.length - 1; i++) expect(chunks[i]!.at - chunks[i - 1]!.at).toBeGreaterThanOrEqual(FRAME_INTERVAL_MS - 2); // timers round to whole ms
+    } finally {
+      upstream.reset();
+    }
   });
 
   it("bounds the outbound buffer: a job whose output the gateway does not read ends with an error", async () => {

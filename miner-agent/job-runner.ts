@@ -34,10 +34,18 @@ interface RunningJob {
   promptTokens: number | undefined;
   promptLogprobs: TokenLogprob[] | undefined;
   flushScheduled: boolean;
+  /** When this job's last chunk frame went out (performance.now()). */
+  lastFrameAt: number;
 }
 
 /** Embedding vectors are sent in frames of at most about this many bytes (the frame limit is 1 MiB). */
 const EMBEDDING_FRAME_BYTES = 512 * 1024;
+/**
+ * After a chunk frame, a job's next one waits this long (the first goes at once): an engine that
+ * yields one token at a time would otherwise cost a frame, a validation and an SSE event per
+ * token at every hop. 50 frames a second is still a smooth stream.
+ */
+export const FRAME_INTERVAL_MS = 20;
 /** Deltas are coalesced into one frame until this many bytes are pending. */
 const MAX_PENDING_BYTES = 256 * 1024;
 /** While the socket has this much queued, keep coalescing instead of sending more frames. */
@@ -96,6 +104,7 @@ export class JobRunner {
       promptTokens: undefined,
       promptLogprobs: undefined,
       flushScheduled: false,
+      lastFrameAt: -Infinity,
     }));
     const job = streams[0]!;
     const sent = () => streams.reduce((n, s) => n + s.sentTokens, 0);
@@ -259,7 +268,9 @@ export class JobRunner {
     }
     if (!job.flushScheduled) {
       job.flushScheduled = true;
-      setImmediate(() => this.scheduledFlush(job));
+      const wait = job.lastFrameAt + FRAME_INTERVAL_MS - performance.now();
+      if (wait > 0) setTimeout(() => this.scheduledFlush(job), wait);
+      else setImmediate(() => this.scheduledFlush(job));
     }
   }
 
@@ -291,6 +302,7 @@ export class JobRunner {
     const choice = job.choice !== undefined ? { choice: job.choice } : {};
     this.send({ type: "chunk", id: job.id, text: job.pendingText, tokens: job.pendingTokens, ...choice, ...first, ...toolCalls, ...logprobs });
     job.sentTokens += job.pendingTokens;
+    job.lastFrameAt = performance.now();
     job.pendingText = "";
     job.pendingTokens = 0;
     job.pendingToolCalls = [];
