@@ -8,6 +8,7 @@ import type { ChatBody } from "./load/http-client.ts";
 import { runLoad, type LoadResult } from "./load/runner.ts";
 import { machine, packageVersion, type Machine } from "./machine.ts";
 import { PeakRss, totalCpuMs } from "./proc.ts";
+import { runFleet, type FleetResult } from "./fleet/run.ts";
 import { LLAMA_PARALLEL, type Phase, type Profile } from "./profile.ts";
 import { startLlamaInProcess } from "./targets/llama.ts";
 import { ensureNginx, startNginx } from "./targets/nginx.ts";
@@ -62,11 +63,15 @@ export interface BenchRun {
   runtime: Runtime;
   profile: Profile;
   rows: RowResult[];
+  /** The fleet simulator's scale run, when it was asked for. */
+  fleet?: FleetResult;
 }
 
 export interface BenchOptions {
   profile: Profile;
   rows: readonly RowId[];
+  /** Run the fleet simulator's scale run (bench/fleet) after the rows. */
+  fleet: boolean;
   /** Install nginx with apt-get when it is missing. */
   installNginx: boolean;
   /** Build the Worker bundle and the tiny model first (the test suite's setup already has). */
@@ -166,7 +171,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchRun> {
     portkey: `@portkey-ai/gateway ${portkeyPackage().version} (its Node server, one process, NODE_ENV=production)`,
     llama: `node-llama-cpp ${packageVersion("node-llama-cpp")}, tiny generated GGUF, ${LLAMA_PARALLEL} parallel sequences, 1 thread, CPU`,
   };
-  if (opts.build !== false && wanted.some((r) => r.id === "sluice" || r.id === "sluice-llama" || r.id === "llama")) build(log);
+  if (opts.build !== false && (opts.fleet || wanted.some((r) => r.id === "sluice" || r.id === "sluice-llama" || r.id === "llama"))) build(log);
 
   let upstream: Upstream | undefined;
   const rows: RowResult[] = [];
@@ -201,7 +206,8 @@ export async function runBench(opts: BenchOptions): Promise<BenchRun> {
   } finally {
     await upstream?.close();
   }
-  return { startedAt, finishedAt: new Date(), machine: info, loadAtEnd: loadavg()[0]!, runtime, profile, rows };
+  const fleet = opts.fleet ? await runFleet(profile.fleet, { log, ...(opts.cpuProfDir ? { cpuProfDir: opts.cpuProfDir } : {}) }) : undefined;
+  return { startedAt, finishedAt: new Date(), machine: info, loadAtEnd: loadavg()[0]!, runtime, profile, rows, ...(fleet ? { fleet } : {}) };
 }
 
 async function startRow(id: RowId, upstream: Upstream | undefined, opts: BenchOptions, runtime: Runtime, row: RowResult): Promise<RunningTarget | undefined> {

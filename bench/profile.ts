@@ -8,6 +8,33 @@ export interface Phase {
   maxTokens: number;
 }
 
+/** The fleet simulator's run (bench/fleet): agents connected, left idle, then streams through all of them. */
+export interface FleetPhase {
+  agents: number;
+  /** Streaming requests, all open at the same time at some point, after the idle reading. */
+  streams: number;
+  /**
+   * Streams opened per second (0: all in one burst). The gateway admits ~150-200 requests/s on
+   * this machine, so in a burst of 2,000 the TTFT measures the queue to get in (~12 s for the
+   * last ones) rather than the gateway carrying the streams.
+   */
+  openPerSec: number;
+  /** Concurrent jobs each agent announces (also the chute's concurrency per instance). */
+  slotsPerAgent: number;
+  maxTokens: number;
+  /** Each stream produces one token per this long ... */
+  tokenIntervalMs: number;
+  /** ... handed to the agent in bursts this often, each sent as one chunk frame. */
+  frameMs: number;
+  /** Agents between socket open and welcome at once. */
+  connectConcurrency: number;
+  connectTimeoutMs: number;
+  /** How long the connected agents sit idle, read every second (their Durable Objects are evicted after 10-20 s). */
+  idleMs: number;
+  /** No stream may take longer. */
+  streamTimeoutMs: number;
+}
+
 export interface Profile {
   name: "default" | "quick" | "smoke";
   /** Small non-streaming requests on the synthetic rows. */
@@ -24,6 +51,7 @@ export interface Profile {
   globalWarmupMs: number;
   /** No single request may take longer. */
   requestTimeoutMs: number;
+  fleet: FleetPhase;
 }
 
 /** llama.cpp parallel sequences, for both the agent and the in-process engine. */
@@ -37,6 +65,22 @@ const DEFAULT: Profile = {
   llamaStream: { concurrency: LLAMA_PARALLEL, durationMs: 8_000, maxRequests: 1_000, warmupMs: 1_000, maxTokens: 256 },
   globalWarmupMs: 3_000,
   requestTimeoutMs: 30_000,
+  // 2,000 streams x one frame a second keeps the gateway's one workerd thread about 70% busy
+  // here. Twice that (25 ms tokens, 500 ms frames) opened in one burst kept it busy so long that
+  // heartbeats went unanswered for 30 s and both ends dropped live agents mid-stream.
+  fleet: {
+    agents: 1_000,
+    streams: 2_000,
+    openPerSec: 100,
+    slotsPerAgent: 4,
+    maxTokens: 800,
+    tokenIntervalMs: 50,
+    frameMs: 1_000,
+    connectConcurrency: 32,
+    connectTimeoutMs: 120_000,
+    idleMs: 40_000,
+    streamTimeoutMs: 120_000,
+  },
 };
 
 const QUICK: Profile = {
@@ -47,6 +91,7 @@ const QUICK: Profile = {
   llamaStream: { ...DEFAULT.llamaStream, durationMs: 1_500, warmupMs: 300 },
   globalWarmupMs: 1_000,
   requestTimeoutMs: 15_000,
+  fleet: { ...DEFAULT.fleet, agents: 100, streams: 200, openPerSec: 0, maxTokens: 100, idleMs: 30_000, connectTimeoutMs: 30_000, streamTimeoutMs: 60_000 },
 };
 
 /** For the test suite: proves every row still runs end to end, measures nothing worth reading. */
@@ -58,6 +103,7 @@ const SMOKE: Profile = {
   llamaStream: { concurrency: LLAMA_PARALLEL, durationMs: 300, maxRequests: 4, warmupMs: 0, maxTokens: 32 },
   globalWarmupMs: 0,
   requestTimeoutMs: 15_000,
+  fleet: { ...DEFAULT.fleet, agents: 4, streams: 8, openPerSec: 0, maxTokens: 8, tokenIntervalMs: 20, frameMs: 40, idleMs: 200, connectTimeoutMs: 20_000, streamTimeoutMs: 15_000 },
 };
 
 export const PROFILES = { default: DEFAULT, quick: QUICK, smoke: SMOKE } as const;

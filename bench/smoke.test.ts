@@ -1,19 +1,22 @@
 import { describe, expect, it } from "vitest";
 import { runBench } from "./bench.ts";
+import { fleetFailures } from "./fleet/run.ts";
 import { PROFILES } from "./profile.ts";
 import { render } from "./report/render.ts";
 
 /**
- * `npm run bench` with tiny loads, so the benchmark cannot rot: every row starts, serves
- * requests and stops, and the report renders. The numbers mean nothing here. nginx is used
- * when installed and skipped otherwise (the bench itself installs it; the test suite does not).
+ * `npm run bench` with tiny loads, so the benchmark cannot rot: every row and the fleet
+ * simulator start, serve requests and stop, and the report renders. The numbers mean nothing
+ * here. nginx is used when installed and skipped otherwise (the bench itself installs it; the
+ * test suite does not).
  */
 describe("the benchmark (smoke run)", () => {
-  it("runs every row end to end and renders the report", { timeout: 240_000 }, async () => {
+  it("runs every row and the fleet end to end and renders the report", { timeout: 240_000 }, async () => {
     const lines: string[] = [];
     const run = await runBench({
       profile: PROFILES.smoke,
       rows: ["direct", "nginx", "portkey", "sluice", "llama", "sluice-llama"],
+      fleet: true,
       installNginx: false,
       build: false,
       log: (line) => lines.push(line),
@@ -31,8 +34,14 @@ describe("the benchmark (smoke run)", () => {
     expect(row("portkey").status).toBe("ok");
     expect(row("portkey").small!.ok).toBeGreaterThan(0);
     expect(["ok", "skipped"]).toContain(row("nginx").status);
+    // The fleet simulator, at a few agents and streams: every agent connects, every stream is served.
+    const fleet = run.fleet!;
+    expect({ status: fleet.status, reason: fleet.reason, failures: fleetFailures(fleet) }).toEqual({ status: "ok", reason: undefined, failures: [] });
+    expect(fleet.streams!.ok).toBe(PROFILES.smoke.fleet.streams);
+    expect(fleet.readings.idle!.rssBytes).toBeGreaterThan(0);
     const report = render(run);
     expect(report).toContain("### Targets (issue 7)");
     expect(report).toContain("running workerd");
+    expect(report).toContain("### Scale (fleet simulator)");
   });
 });

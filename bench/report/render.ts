@@ -1,6 +1,8 @@
 import type { BenchRun, RowResult } from "../bench.ts";
 import type { Phase } from "../profile.ts";
 import { byId, checkTargets, div, smallP50, smallRps, streamE2eP50, streamTps, sub, ttftP50, usable } from "./analysis.ts";
+import { fleetFailures } from "../fleet/run.ts";
+import { fleetLoadText, fleetTable, scaleTarget } from "./fleet.ts";
 import { DASH, deltaMs, mib, ms, num, percent, ratio, table } from "./format.ts";
 
 const PEERS = ["direct", "nginx", "portkey", "sluice"] as const;
@@ -115,23 +117,11 @@ function notes(run: BenchRun): string[] {
 export function render(run: BenchRun): string {
   const m = run.machine;
   const p = run.profile;
-  const targets = checkTargets(run.rows, { ratio, ms, deltaMs, percent });
+  const targets = [...checkTargets(run.rows, { ratio, ms, deltaMs, percent }), scaleTarget(run.fleet)];
   const pair = llamaPair(run);
   const cpu = cpuTable(run);
-  const parts = [
-    `## Run of ${run.startedAt.toISOString()} (profile: ${p.name}, ${((run.finishedAt.getTime() - run.startedAt.getTime()) / 1000).toFixed(0)} s)`,
-    "",
-    `- Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB.toFixed(1)} GiB memory, Linux ${m.kernel}, Node ${m.node}.`,
-    `  1-minute load average ${m.loadAtStart.toFixed(2)} at the start and ${run.loadAtEnd.toFixed(2)} at the end (anything else running on the machine skews every row).`,
-    `- Sluice runtime: ${run.runtime.sluice}.`,
-    `- Peers: ${run.runtime.nginx}; ${run.runtime.portkey}; upstream: test/support's synthetic OpenAI-compatible server in its own Node process, no delays.`,
-    `- Engine rows: ${run.runtime.llama}.`,
-    `- Load (closed loop, keep-alive node:http pool of one connection per concurrent request, all on 127.0.0.1):`,
-    `  small = ${phaseText(p.small, `non-streaming chat, max_tokens ${p.small.maxTokens}`)};`,
-    `  stream = ${phaseText(p.stream, `${p.stream.maxTokens}-token streams with include_usage`)};`,
-    `  llama rows: small = ${phaseText(p.llamaSmall, `max_tokens ${p.llamaSmall.maxTokens}`)}; stream = ${phaseText(p.llamaStream, `${p.llamaStream.maxTokens}-token streams`)}.`,
-    `  TTFT = request start to the arrival of the first non-empty content token; tok/s = completion tokens (usage chunk) of successful streams ÷ wall time.`,
-    "",
+  const fleet = run.fleet;
+  const rowSections = run.rows.length === 0 ? [] : [
     "### Results",
     "",
     resultsTable(run),
@@ -150,6 +140,25 @@ export function render(run: BenchRun): string {
     addedLatency(run),
     ...(pair ? ["", pair] : []),
     "",
+  ];
+  const fleetSections = fleet ? ["### Scale (fleet simulator)", "", fleetTable(fleet), ""] : [];
+  const parts = [
+    `## Run of ${run.startedAt.toISOString()} (profile: ${p.name}, ${((run.finishedAt.getTime() - run.startedAt.getTime()) / 1000).toFixed(0)} s)`,
+    "",
+    `- Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB.toFixed(1)} GiB memory, Linux ${m.kernel}, Node ${m.node}.`,
+    `  1-minute load average ${m.loadAtStart.toFixed(2)} at the start and ${run.loadAtEnd.toFixed(2)} at the end (anything else running on the machine skews every row).`,
+    `- Sluice runtime: ${run.runtime.sluice}.`,
+    `- Peers: ${run.runtime.nginx}; ${run.runtime.portkey}; upstream: test/support's synthetic OpenAI-compatible server in its own Node process, no delays.`,
+    `- Engine rows: ${run.runtime.llama}.`,
+    `- Load (closed loop, keep-alive node:http pool of one connection per concurrent request, all on 127.0.0.1):`,
+    `  small = ${phaseText(p.small, `non-streaming chat, max_tokens ${p.small.maxTokens}`)};`,
+    `  stream = ${phaseText(p.stream, `${p.stream.maxTokens}-token streams with include_usage`)};`,
+    `  llama rows: small = ${phaseText(p.llamaSmall, `max_tokens ${p.llamaSmall.maxTokens}`)}; stream = ${phaseText(p.llamaStream, `${p.llamaStream.maxTokens}-token streams`)}.`,
+    ...(run.fleet ? [`  ${fleetLoadText(run.fleet.phase)}.`] : []),
+    `  TTFT = request start to the arrival of the first non-empty content token; tok/s = completion tokens (usage chunk) of successful streams ÷ wall time.`,
+    "",
+    ...rowSections,
+    ...fleetSections,
     "### Targets (issue 7)",
     "",
     table(["target", "measured", "result"], targets.map((t) => [t.target, t.measured, t.verdict]), ["left", "right", "left"]),
@@ -157,6 +166,7 @@ export function render(run: BenchRun): string {
     "### Notes",
     "",
     ...notes(run).map((n) => `- ${n}`),
+    ...(fleet ? [...fleetFailures(fleet).map((f) => `- fleet: FAILED: ${f}`), ...fleet.notes.map((n) => `- fleet: ${n}`)] : []),
   ];
   return parts.join("\n");
 }
