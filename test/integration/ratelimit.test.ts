@@ -73,6 +73,25 @@ describe("per-key rate limits", () => {
     expect((await complete(key)).status).toBe(429);
   });
 
+  it("under concurrency (a busy key is admitted from the isolate's slice of its limit) the limit is exact: 30 at once against 20 per minute", async () => {
+    await freshWindow();
+    const key = await keyWith({ rpm: 20 });
+    const statuses = await Promise.all(
+      Array.from({ length: 30 }, async () => {
+        const res = await complete(key);
+        await res.text();
+        return res.status;
+      }),
+    );
+    expect(statuses.filter((s) => s === 200)).toHaveLength(20);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(10);
+    // Grants the isolate held and did not use go back when it is quiet: the minute stays used up.
+    await new Promise((r) => setTimeout(r, 600));
+    const after = await complete(key);
+    expect(after.status).toBe(429);
+    expect(after.headers.get("x-ratelimit-remaining-requests")).toBe("0");
+  });
+
   it("count tokens per minute: the worst case at admission, corrected to the real usage when the request settles", async () => {
     await freshWindow();
     const key = await keyWith({ tpm: 1_000 });

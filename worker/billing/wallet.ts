@@ -23,7 +23,13 @@ const FLUSH_AFTER_MS = 10;
 const IDLE_CLOSE_MS = 250;
 /** The slice asked for on top of what the waiting requests need, in typical worst cases. */
 const SLICE_REQUESTS = 32;
-/** Rate grants: this fraction of the key's per-minute limit per call (at least what is asked). */
+/**
+ * Rate grants kept here beyond what waiting requests need: about what the key used here in the
+ * last RATE_STOCK_MS, and never more than this fraction of its per-minute limit. Anything
+ * beyond that goes back with the next call, so grants idle in an isolate cannot crowd out the
+ * key's requests elsewhere.
+ */
+const RATE_STOCK_MS = 500;
 const RATE_SLICE = 1 / 20;
 
 export interface WalletAsk {
@@ -51,6 +57,10 @@ interface KeyGrant {
   usedTokens: number;
   /** When the window resets, as epoch ms. */
   resetAt: number;
+  /** Requests and tokens taken here in the current and the previous RATE_STOCK_MS period. */
+  period: number;
+  takenRequests: [number, number];
+  takenTokens: [number, number];
 }
 
 interface Charge {
@@ -135,6 +145,9 @@ export class Wallet {
     this.inflight++;
     if (ask.rate.rpm > 0) grant.requests--;
     if (ask.rate.tpm > 0) grant.tokens -= ask.rate.tokens;
+    rollPeriod(grant, now);
+    grant.takenRequests[0] += 1;
+    grant.takenTokens[0] += ask.rate.tokens;
     const counted = { window: grant.window, tokens: ask.rate.tpm > 0 ? ask.rate.tokens : 0 };
     let settled: Promise<number> | null = null;
     return {
@@ -149,7 +162,20 @@ export class Wallet {
     const window = Math.floor(now / RATE_WINDOW_MS);
     let g = this.grants.get(rate.keyId);
     if (!g || g.window !== window) {
-      g = { rpm: rate.rpm, tpm: rate.tpm, window, requests: 0, tokens: 0, usedRequests: 0, usedTokens: 0, resetAt: (window + 1) * RATE_WINDOW_MS };
+      const prev = this.grants.get(rate.keyId);
+      g = {
+        rpm: rate.rpm,
+        tpm: rate.tpm,
+        window,
+        requests: 0,
+        tokens: 0,
+        usedRequests: 0,
+        usedTokens: 0,
+        resetAt: (window + 1) * RATE_WINDOW_MS,
+        period: prev?.period ?? 0,
+        takenRequests: prev?.takenRequests ?? [0, 0],
+        takenTokens: prev?.takenTokens ?? [0, 0],
+      };
       this.grants.set(rate.keyId, g);
     }
     g.rpm = rate.rpm;
@@ -295,28 +321,50 @@ export class Wallet {
   }
 
   /** Per key: give back unused grants when closing; otherwise ask for what waiting requests need, plus a slice. */
+  /**
+   * Per key: what waiting requests need plus a stock sized by recent use, asked for when the
+   * stock runs low; what is held beyond the stock (everything, when closing) is given back.
+   * What is given back leaves the local grant before the call, so nothing is spent twice.
+   */
   private rateRequests(closing: boolean): LeaseSync["rates"] {
+    const now = Date.now();
     const out: LeaseSync["rates"] = [];
     for (const [keyId, g] of this.grants) {
+      rollPeriod(g, now);
       const waiting = this.waiting.filter((w) => w.rate.keyId === keyId);
       const waitingTokens = waiting.reduce((s, w) => s + w.rate.tokens, 0);
+      const stock = (taken: [number, number], limit: number) =>
+        closing ? 0 : Math.min(Math.ceil(limit * RATE_SLICE), Math.max(taken[0], taken[1]) + 1);
+      const stockRequests = stock(g.takenRequests, g.rpm);
+      const stockTokens = stock(g.takenTokens, g.tpm);
+      const returnRequests = g.rpm > 0 ? Math.max(0, g.requests - stockRequests) : 0;
+      const returnTokens = g.tpm > 0 ? Math.max(0, g.tokens - stockTokens) : 0;
+      g.requests -= returnRequests;
+      g.tokens -= returnTokens;
+      const want = (need: number, held: number, stockOf: number) =>
+        need > 0 || held < stockOf / 2 ? need + Math.max(0, stockOf - held) : 0;
       out.push({
         keyId,
         rpm: g.rpm,
         tpm: g.tpm,
         returnWindow: g.window,
-        returnRequests: closing ? g.requests : 0,
-        returnTokens: closing ? g.tokens : 0,
-        wantRequests: closing || g.rpm === 0 || waiting.length === 0 ? 0 : waiting.length + Math.ceil(g.rpm * RATE_SLICE),
-        wantTokens: closing || g.tpm === 0 || waiting.length === 0 ? 0 : waitingTokens + Math.ceil(g.tpm * RATE_SLICE),
+        returnRequests,
+        returnTokens,
+        wantRequests: closing || g.rpm === 0 ? 0 : want(waiting.length, g.requests, stockRequests),
+        wantTokens: closing || g.tpm === 0 ? 0 : want(waitingTokens, g.tokens, stockTokens),
       });
-      if (closing) {
-        g.requests = 0;
-        g.tokens = 0;
-      }
     }
     return out;
   }
+}
+
+/** Start a new RATE_STOCK_MS period when the current one is over (the counts shift by one). */
+function rollPeriod(g: KeyGrant, now: number): void {
+  const period = Math.floor(now / RATE_STOCK_MS);
+  if (period === g.period) return;
+  g.takenRequests = [0, period === g.period + 1 ? g.takenRequests[0] : 0];
+  g.takenTokens = [0, period === g.period + 1 ? g.takenTokens[0] : 0];
+  g.period = period;
 }
 
 function sum(charges: Charge[]): number {
