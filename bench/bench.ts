@@ -166,7 +166,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchRun> {
   const info = machine();
   const wanted = ROWS.filter((r) => opts.rows.includes(r.id));
   const runtime: Runtime = {
-    sluice: `Miniflare ${packageVersion("miniflare")} running workerd ${packageVersion("workerd")} directly (not wrangler dev), compatibility date ${compatibilityDate()}, Worker bundled by wrangler ${packageVersion("wrangler")} (deploy --dry-run); D1 and Durable Object storage on disk as in the tests; per-key rate limits on but set far above the load`,
+    sluice: `Miniflare ${packageVersion("miniflare")} running workerd ${packageVersion("workerd")} directly (not wrangler dev), the Worker on its own socket (Miniflare's dev entry Worker bypassed, as production has none), compatibility date ${compatibilityDate()}, Worker bundled by wrangler ${packageVersion("wrangler")} (deploy --dry-run); D1 and Durable Object storage on disk as in the tests; per-key rate limits on but set far above the load`,
     nginx: "not used",
     portkey: `@portkey-ai/gateway ${portkeyPackage().version} (its Node server, one process, NODE_ENV=production)`,
     llama: `node-llama-cpp ${packageVersion("node-llama-cpp")}, tiny generated GGUF, ${LLAMA_PARALLEL} parallel sequences, 1 thread, CPU`,
