@@ -6,6 +6,7 @@ import { makeSeed, minerNamed, sha256Hex, newApiKey, TINY_CHUTE, type SeedChute 
 import { signedHeaders } from "../support/hotkeys.ts";
 import { startAgent, tinyEngine, type AgentProcess } from "../support/agent-process.ts";
 import { startGateway, type Gateway } from "../support/gateway.ts";
+import type { LeaseSync } from "../../durable-objects/ledger-types.ts";
 import { ledgerOf } from "../support/ledger.ts";
 import { startPlatform, type Platform } from "../support/platform.ts";
 import { routerSnapshot, waitForInstances } from "../support/router.ts";
@@ -111,6 +112,36 @@ describe("the ledger (AccountLedger Durable Object)", () => {
     expect(await ledger.settle("acct-dev", "vanished", 7_000)).toMatchObject({ chargedNano: 100 });
     expect((await ledger.summary("acct-dev")).availableNano).toBe(0);
     await ledger.settle("acct-dev", "big", 0);
+    expect((await ledger.audit()).ok).toBe(true);
+  });
+
+  it("a wallet's lease: charges applied once and never beyond the lease, no shrinking while in use, and a lease whose isolate vanished expires", async () => {
+    const ledger = await ledgerOf(gw, "acct-dev");
+    const before = await ledger.summary("acct-dev");
+    const call = (over: Partial<LeaseSync>) =>
+      ledger.lease("acct-dev", { leaseId: "w1", charges: [], mustNano: 0, extraNano: 0, shrink: false, ttlMs: 60_000, rates: [], ...over });
+    const opened = await call({ mustNano: 5_000, extraNano: 1_000_000 });
+    expect(opened.heldNano).toBe(5_000 + Math.min(1_000_000, Math.floor((before.availableNano - 5_000) / 2)));
+    // A charge is applied once: a replay charges nothing more.
+    const charged = await call({ charges: [{ id: "inv-w1", costNano: 3_000 }] });
+    expect(charged.charged).toEqual({ "inv-w1": 3_000 });
+    expect(charged.heldNano).toBe(opened.heldNano - 3_000);
+    expect((await call({ charges: [{ id: "inv-w1", costNano: 3_000 }] })).heldNano).toBe(opened.heldNano - 3_000);
+    // Asking for less does not shrink it (requests admitted meanwhile rely on it); an idle wallet's shrink does.
+    expect((await call({ mustNano: 10 })).heldNano).toBe(opened.heldNano - 3_000);
+    expect((await call({ shrink: true })).heldNano).toBe(0);
+    expect(await ledger.summary("acct-dev")).toMatchObject({ balanceNano: before.balanceNano - 3_000, heldNano: 0 });
+    // A charge beyond what a lease holds takes only what it holds.
+    await call({ leaseId: "w3", mustNano: 1_000 });
+    expect((await call({ leaseId: "w3", charges: [{ id: "inv-w3", costNano: 5_000 }] })).charged).toEqual({ "inv-w3": 1_000 });
+    expect(await ledger.summary("acct-dev")).toMatchObject({ balanceNano: before.balanceNano - 4_000, heldNano: 0, holds: 0 });
+    // A lease nobody renews is released by the alarm, and the same wallet can lease again after.
+    await call({ leaseId: "w2", mustNano: 7_000, ttlMs: 300 });
+    await expect.poll(async () => (await ledger.summary("acct-dev")).heldNano, { timeout: 5_000 }).toBe(0);
+    await call({ leaseId: "w2", mustNano: 7_000, ttlMs: 300 });
+    await expect.poll(async () => (await ledger.summary("acct-dev")).heldNano, { timeout: 5_000 }).toBe(0);
+    const kinds = (await ledger.entries(20)).filter((e) => e.ref.startsWith("lease:w2")).map((e) => e.kind);
+    expect(kinds).toEqual(["expire", "hold", "expire", "hold"]);
     expect((await ledger.audit()).ok).toBe(true);
   });
 

@@ -1,4 +1,4 @@
-import type { HoldResult, LedgerAudit, LedgerEntry, LedgerSummary, SettleResult } from "../../durable-objects/ledger-types.ts";
+import type { HoldResult, LedgerAudit, LedgerEntry, LedgerSummary, LeaseSync, LeaseSyncResult, SettleResult } from "../../durable-objects/ledger-types.ts";
 import type { Gateway } from "./gateway.ts";
 
 /** The AccountLedger's RPC methods, called on the real Durable Object through Miniflare. */
@@ -9,6 +9,8 @@ export interface LedgerClient {
   hold(accountId: string, id: string, amountNano: number, ttlMs: number): Promise<HoldResult>;
   settle(accountId: string, id: string, costNano: number): Promise<SettleResult>;
   credit(accountId: string, reference: string, amountNano: number): Promise<{ applied: boolean; balanceNano: number }>;
+  /** An isolate wallet's call (worker/billing/wallet.ts). */
+  lease(accountId: string, req: LeaseSync): Promise<LeaseSyncResult>;
 }
 
 export async function ledgerOf(gw: Gateway, accountId: string): Promise<LedgerClient> {
@@ -23,5 +25,6 @@ export async function ledgerOf(gw: Gateway, accountId: string): Promise<LedgerCl
     hold: async (a, id, amount, ttl) => plain(await stub.hold(a, id, amount, ttl)),
     settle: async (a, id, cost) => plain(await stub.settle(a, id, cost)),
     credit: async (a, ref, amount) => plain(await stub.credit(a, ref, amount)),
+    lease: async (a, req) => plain(await stub.lease(a, req)),
   };
 }

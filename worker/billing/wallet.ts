@@ -72,8 +72,12 @@ interface Charge {
 type LedgerStub = DurableObjectStub<AccountLedger>;
 
 const RATE_WINDOW_MS = 60_000;
-/** A lease outlives a silent isolate this long before the ledger takes it back (renewed by every call). */
-const DEFAULT_LEASE_TTL_MS = 60 * 60_000;
+/**
+ * A lease outlives a silent isolate this long before the ledger takes it back. Every call renews
+ * it, and an admission renews it when the last call is a third of that old. (A request that
+ * outlives a lease nobody renewed is settled like a late settle: never more than is available.)
+ */
+const LEASE_TTL_MS = 10 * 60_000;
 
 export class Wallet {
   private readonly leaseId = crypto.randomUUID();
@@ -91,6 +95,7 @@ export class Wallet {
   private inflight = 0;
   private waiting: WalletAsk[] = [];
   private calls = 0;
+  private lastCallAt = 0;
   private flushTimer: ReturnType<typeof setTimeout> | null = null;
   private idleTimer: ReturnType<typeof setTimeout> | null = null;
   private typicalNano = 0;
@@ -119,7 +124,11 @@ export class Wallet {
     this.cancelIdle();
     this.typicalNano = this.typicalNano === 0 ? ask.amountNano : Math.round(0.8 * this.typicalNano + 0.2 * ask.amountNano);
     const taken = this.tryTake(ask);
-    if (taken.ok) return taken;
+    if (taken.ok) {
+      // This request is in flight, so the call is seen through.
+      if (this.calls === 0 && Date.now() - this.lastCallAt > LEASE_TTL_MS / 3) this.call(false).catch(() => undefined);
+      return taken;
+    }
     this.waiting.push(ask);
     try {
       await this.call(false);
@@ -281,10 +290,11 @@ export class Wallet {
       mustNano: closing ? 0 : this.reserved + (this.unapplied - batchNano) + waitingNano,
       extraNano: closing ? 0 : Math.max(waitingNano, SLICE_REQUESTS * this.typicalNano),
       shrink: closing,
-      ttlMs: this.waiting[0]?.ttlMs ?? DEFAULT_LEASE_TTL_MS,
+      ttlMs: Math.min(LEASE_TTL_MS, this.waiting[0]?.ttlMs ?? LEASE_TTL_MS),
       rates: this.rateRequests(closing),
     };
     this.calls++;
+    this.lastCallAt = Date.now();
     let res: LeaseSyncResult;
     try {
       res = await callWithRetry(this.ledger, this.accountId, req);
