@@ -19,6 +19,8 @@ import { awaitShared } from "../runtime/shared-wait.ts";
 
 /** Charges wait at most this long to be sent together. */
 const FLUSH_AFTER_MS = 10;
+/** After a failed call, queued charges are sent again this much later. */
+const RETRY_AFTER_MS = 1_000;
 /** The lease is given back after this long without a request in flight. */
 const IDLE_CLOSE_MS = 250;
 /** The slice asked for on top of what the waiting requests need, in typical worst cases. */
@@ -299,10 +301,17 @@ export class Wallet {
     try {
       res = await callWithRetry(this.ledger, this.accountId, req);
     } catch (err) {
-      // The charges go back in the queue for the next call; if none comes, the lease expires
-      // on the ledger and those requests are not charged (logged).
+      // The charges go back in the queue and are tried again in a while (their requests wait
+      // for them). If the ledger never answers, the lease expires there and those requests are
+      // not charged (logged).
       this.queue = [...batch, ...this.queue];
       log.error("wallet.sync_failed", { component: "gateway", accountId: this.accountId, charges: batch.length, error: String(err) });
+      if (this.queue.length > 0 && this.flushTimer === null) {
+        this.flushTimer = setTimeout(() => {
+          this.flushTimer = null;
+          this.call(false).catch(() => undefined);
+        }, RETRY_AFTER_MS);
+      }
       throw err;
     } finally {
       this.calls--;
