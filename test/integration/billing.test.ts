@@ -268,6 +268,8 @@ describe("metering on the real path", () => {
     const ledger = await ledgerOf(p.gw, "acct-busy");
     const ids: string[] = [];
     let leaseSeen = false;
+    const holdEntries = async () => (await ledger.entries(1000)).filter((e) => e.kind === "hold" || e.ref.startsWith("lease:")).length;
+    let afterFirstWave = 0;
     for (let wave = 0; wave < 3; wave++) {
       const responses = await Promise.all(
         Array.from({ length: 12 }, async (_, i) => {
@@ -283,16 +285,18 @@ describe("metering on the real path", () => {
       ids.push(...responses.map((r) => r.body.id));
       // While the account is busy the slice is held on the ledger as one lease, not a hold per request.
       leaseSeen ||= (await ledger.entries(1000)).some((e) => e.kind === "hold" && e.ref.startsWith("lease:"));
+      if (wave === 0) afterFirstWave = await holdEntries();
     }
     expect(leaseSeen).toBe(true);
+    // The first wave is a cold burst: requests that arrive before the first lease is granted each
+    // ask the ledger (for the lease). Once it is held, the 24 requests of the next two waves need
+    // no hold of their own: at most a top-up of the lease.
+    expect((await holdEntries()) - afterFirstWave).toBeLessThanOrEqual(2);
     // Quiet: the rest of the slice goes back.
     await expect.poll(async () => (await ledger.summary("acct-busy")).holds, { timeout: 10_000 }).toBe(0);
     const entries = await ledger.entries(1000);
     const settles = entries.filter((e) => e.kind === "settle");
     expect(settles.map((e) => e.ref).sort()).toEqual([...ids].sort()); // each request charged exactly once
-    const perRequestHolds = entries.filter((e) => e.kind === "hold" && !e.ref.startsWith("lease:")).length;
-    const leaseCalls = entries.filter((e) => e.ref.startsWith("lease:")).length;
-    expect(perRequestHolds + leaseCalls).toBeLessThan(ids.length / 2);
     await expect.poll(async () => (await p.gw.db.prepare("SELECT count(*) AS n FROM invocations WHERE account_id = 'acct-busy'").first<{ n: number }>())?.n).toBe(36);
     const rows = (await p.gw.db.prepare("SELECT * FROM invocations WHERE account_id = 'acct-busy'").all<InvocationRow>()).results;
     for (const r of rows) expect(r.cost_nano).toBe(costNano(chute, r.prompt_tokens, r.completion_tokens));

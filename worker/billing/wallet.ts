@@ -26,8 +26,8 @@ const IDLE_CLOSE_MS = 250;
 /** The slice asked for on top of what the waiting requests need, in typical worst cases. */
 const SLICE_REQUESTS = 32;
 /**
- * Rate grants kept here beyond what waiting requests need: about what the key used here in the
- * last RATE_STOCK_MS, and never more than this fraction of its per-minute limit. Anything
+ * Rate grants kept here beyond what waiting requests need: about twice what the key used here in
+ * a recent RATE_STOCK_MS, and never more than this fraction of its per-minute limit. Anything
  * beyond that goes back with the next call, so grants idle in an isolate cannot crowd out the
  * key's requests elsewhere.
  */
@@ -290,7 +290,7 @@ export class Wallet {
       leaseId: this.leaseId,
       charges: batch.map((c) => ({ id: c.id, costNano: c.costNano })),
       mustNano: closing ? 0 : this.reserved + (this.unapplied - batchNano) + waitingNano,
-      extraNano: closing ? 0 : Math.max(waitingNano, SLICE_REQUESTS * this.typicalNano),
+      extraNano: closing ? 0 : this.extraWanted(waitingNano),
       shrink: closing,
       ttlMs: Math.min(LEASE_TTL_MS, this.waiting[0]?.ttlMs ?? LEASE_TTL_MS),
       rates: this.rateRequests(closing),
@@ -339,6 +339,16 @@ export class Wallet {
     }
   }
 
+  /**
+   * The slice asked for on top of what must be held, once less than half a slice would be left
+   * unspent (otherwise a call that flushes charges, or asks for rate grants, changes nothing else).
+   */
+  private extraWanted(waitingNano: number): number {
+    const slice = SLICE_REQUESTS * this.typicalNano;
+    const free = this.held - this.reserved - this.unapplied;
+    return free - waitingNano < slice / 2 ? Math.max(waitingNano, slice) : 0;
+  }
+
   /** Per key: give back unused grants when closing; otherwise ask for what waiting requests need, plus a slice. */
   /**
    * Per key: what waiting requests need plus a stock sized by recent use, asked for when the
@@ -353,7 +363,7 @@ export class Wallet {
       const waiting = this.waiting.filter((w) => w.rate.keyId === keyId);
       const waitingTokens = waiting.reduce((s, w) => s + w.rate.tokens, 0);
       const stock = (taken: [number, number], limit: number) =>
-        closing ? 0 : Math.min(Math.ceil(limit * RATE_SLICE), Math.max(taken[0], taken[1]) + 1);
+        closing ? 0 : Math.min(Math.ceil(limit * RATE_SLICE), 2 * Math.max(taken[0], taken[1]) + 1);
       const stockRequests = stock(g.takenRequests, g.rpm);
       const stockTokens = stock(g.takenTokens, g.tpm);
       const returnRequests = g.rpm > 0 ? Math.max(0, g.requests - stockRequests) : 0;
