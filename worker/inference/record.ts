@@ -95,9 +95,11 @@ async function write(db: D1Database, rows: Row[]): Promise<void> {
     // A batch is one transaction: one bad row would lose the others, so write them one by one.
     log.warn("invocation.batch_failed", { component: "gateway", rows: rows.length, error: String(err) });
     for (const r of rows) {
-      await insert(r)
-        .run()
-        .catch((e: unknown) => log.error("invocation.record_failed", { component: "gateway", id: r.id, error: String(e) }));
+      try {
+        await insert(r).run();
+      } catch (e) {
+        log.error("invocation.record_failed", { component: "gateway", id: r.id, error: String(e) });
+      }
     }
   }
 }
@@ -115,6 +117,10 @@ const COLUMNS = [
   "attempts", "promptTokens", "completionTokens", "claimedPromptTokens", "claimedCompletionTokens", "holdNano", "costNano",
   "minerEarningsNano", "ttftMs", "durationMs",
 ] as const satisfies readonly (keyof Row)[];
+/** Every column but created_at (D1's default) is bound: a new column fails to compile until listed. */
+type Unbound = Exclude<keyof Row, (typeof COLUMNS)[number] | "createdAt">;
+const everyColumnBound: [Unbound] extends [never] ? true : Unbound = true;
+void everyColumnBound;
 
 function insertTemplate(db: D1Database): { sql: string; params: unknown[] } {
   const values = Object.fromEntries(COLUMNS.map((c) => [c, sql.placeholder(c)])) as unknown as Row;
