@@ -271,18 +271,19 @@ export class AccountLedger extends DurableObject<Env> {
 
   private applyCharges(req: LeaseSync): Record<string, number> {
     const charged: Record<string, number> = {};
-    const holdId = `lease:${req.leaseId}`;
+    // The lease's amount is read once and written once for the whole batch.
+    let lease = this.leaseRow(req.leaseId)?.amount ?? null;
+    const before = lease;
     for (const c of req.charges) {
       const done = this.entry("settle", c.id);
       if (done) {
         charged[c.id] = -done.amount;
         continue;
       }
-      const row = this.leaseRow(req.leaseId);
-      if (row) {
-        const amount = Math.min(c.costNano, row.amount);
+      if (lease !== null) {
+        const amount = Math.min(c.costNano, lease);
         this.append("settle", c.id, -amount, -amount);
-        this.sql.exec("UPDATE holds SET amount = amount - ? WHERE id = ?", amount, holdId);
+        lease -= amount;
         charged[c.id] = amount;
       } else {
         // The lease expired (its isolate went quiet for longer than the TTL): charge what is free.
@@ -292,8 +293,10 @@ export class AccountLedger extends DurableObject<Env> {
         charged[c.id] = amount;
       }
     }
+    if (lease !== null && lease !== before) this.sql.exec("UPDATE holds SET amount = ? WHERE id = ?", lease, `lease:${req.leaseId}`);
     return charged;
   }
+
 
   private sizeLease(req: LeaseSync): number {
     const holdId = `lease:${req.leaseId}`;

@@ -160,8 +160,7 @@ function mapFinish(reason: string): FinishReason {
   return reason === "length" ? "length" : reason === "tool_calls" || reason === "function_call" ? "tool_calls" : "stop";
 }
 
-async function httpErrorMessage(status: number, body: Promise<string>): Promise<string> {
-  const text = await body.catch(() => "");
+function httpErrorMessage(status: number, text: string): string {
   let message = text.trim().slice(0, 500);
   try {
     const body = ErrorBody.parse(JSON.parse(text));
@@ -286,7 +285,7 @@ class Generation {
     const res = await post(this.pool, url, headers, JSON.stringify(requestBody(this.spec, this.config.model)), this.controller.signal);
     this.touch();
     const status = res.statusCode ?? 0;
-    if (status < 200 || status >= 300) throw new EngineError(await httpErrorMessage(status, readText(res)), true);
+    if (status < 200 || status >= 300) throw new EngineError(httpErrorMessage(status, await readText(res).catch(() => "")), true);
     const parser = new SseParser();
     res.setEncoding("utf8"); // decodes UTF-8 across reads
     for await (const piece of res) {
@@ -364,7 +363,7 @@ async function embedUpstream(config: OpenAIUpstreamEngineConfig, pool: UpstreamP
     if (signal.aborted) throw abortError();
     throw new EngineError(`upstream request failed: ${describe(err)}`, true);
   }
-  if (status < 200 || status >= 300) throw new EngineError(await httpErrorMessage(status, Promise.resolve(text)), true);
+  if (status < 200 || status >= 300) throw new EngineError(httpErrorMessage(status, text), true);
   const body = EmbeddingsBody.safeParse(parseJson(text));
   if (!body.success) throw new EngineError(`upstream embeddings have an unexpected shape: ${z.prettifyError(body.error)}`, true);
   const vectors: Float32Array[] = [];

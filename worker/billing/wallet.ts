@@ -171,9 +171,9 @@ export class Wallet {
   /** The key's grant for this minute (an empty one when the minute changed). */
   private grantOf(rate: RateRequest, now: number): KeyGrant {
     const window = Math.floor(now / RATE_WINDOW_MS);
-    let g = this.grants.get(rate.keyId);
+    const prev = this.grants.get(rate.keyId);
+    let g = prev;
     if (!g || g.window !== window) {
-      const prev = this.grants.get(rate.keyId);
       g = {
         rpm: rate.rpm,
         tpm: rate.tpm,

@@ -62,10 +62,10 @@ async function acquire(router: DurableObjectStub<ChuteRouter>, req: AcquireReque
   const { released, sent } = takeReleases(req.chute!);
   try {
     const result = await router.acquire(released.length > 0 ? { ...req, released } : req);
-    sent(true);
+    sent();
     return result;
   } catch (err) {
-    sent(false);
+    sent(err);
     throw err;
   }
 }

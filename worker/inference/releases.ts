@@ -30,29 +30,33 @@ export function queueRelease(router: () => Router, chuteId: string, leaseId: str
   return awaitShared(sent);
 }
 
-/** Releases to send with an acquire; call the result once the router has answered. */
-export function takeReleases(chuteId: string): { released: LeaseRelease[]; sent: (ok: boolean) => void } {
+/**
+ * Releases to send (with an acquire, or on their own); call `sent` once the router answered,
+ * with the error when it did not.
+ */
+export function takeReleases(chuteId: string): { released: LeaseRelease[]; sent: (error?: unknown) => void } {
   const list = pending.get(chuteId) ?? [];
   pending.delete(chuteId);
   return {
     released: list.map(({ leaseId, report }) => ({ leaseId, ...(report ? { report } : {}) })),
-    sent: (ok) => {
-      // A router that did not answer lost its leases anyway (they live in its memory).
-      if (!ok && list.length > 0) log.warn("router.release_failed", { component: "gateway", chuteId, leases: list.length });
+    sent: (error) => {
+      // A router that did not answer lost its leases anyway (they live in its memory): a lost
+      // release only leaves the slot to its expiry.
+      if (error !== undefined && list.length > 0) {
+        log.warn("router.release_failed", { component: "gateway", chuteId, leases: list.length, error: String(error) });
+      }
       for (const p of list) p.resolve();
     },
   };
 }
 
 async function flush(router: () => Router, chuteId: string): Promise<void> {
-  const list = pending.get(chuteId);
-  pending.delete(chuteId);
-  if (!list || list.length === 0) return;
+  const { released, sent } = takeReleases(chuteId);
+  if (released.length === 0) return;
   try {
-    await router().releaseMany(list.map(({ leaseId, report }) => ({ leaseId, ...(report ? { report } : {}) })));
+    await router().releaseMany(released);
+    sent();
   } catch (err) {
-    // The router restarted or is unreachable: a lost release only leaves the slot to its expiry.
-    log.warn("router.release_failed", { component: "gateway", chuteId, leases: list.length, error: String(err) });
+    sent(err);
   }
-  for (const p of list) p.resolve();
 }
