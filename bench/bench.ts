@@ -7,7 +7,7 @@ import { TINY_CHUTE } from "../scripts/lib/seed.ts";
 import type { ChatBody } from "./load/http-client.ts";
 import { runLoad, type LoadResult } from "./load/runner.ts";
 import { machine, packageVersion, type Machine } from "./machine.ts";
-import { PeakRss, totalCpuMs } from "./proc.ts";
+import { isolateEngineHost, PeakRss, totalCpuMs } from "./proc.ts";
 import { runFleet, type FleetResult } from "./fleet/run.ts";
 import { LLAMA_PARALLEL, type Phase, type Profile } from "./profile.ts";
 import { startLlamaInProcess } from "./targets/llama.ts";
@@ -193,7 +193,14 @@ export async function runBench(opts: BenchOptions): Promise<BenchRun> {
           continue;
         }
         const llamaRow = id === "llama" || id === "sluice-llama";
-        await measure(row, target, llamaRow ? profile.llamaSmall : profile.small, llamaRow ? profile.llamaStream : profile.stream, profile, opts);
+        // The gateway's row keeps it off the engine's CPU; the in-process baseline keeps the whole machine.
+        const isolated = id === "sluice-llama" ? isolateEngineHost(target.agentPids?.() ?? [], [...target.gatewayPids(), process.pid]) : null;
+        if (id === "sluice-llama") row.notes.push(isolated?.note ?? "engine host not pinned to a CPU of its own (one CPU, or no taskset)");
+        try {
+          await measure(row, target, llamaRow ? profile.llamaSmall : profile.small, llamaRow ? profile.llamaStream : profile.stream, profile, opts);
+        } finally {
+          isolated?.undo();
+        }
         log(`  small ${row.small!.rps.toFixed(0)} req/s (${row.small!.errors} errors), stream ${row.stream!.tokensPerSec.toFixed(0)} tok/s (${row.stream!.errors} errors)`);
       } catch (err) {
         row.status = "failed";

@@ -1,4 +1,6 @@
+import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 
 /** Reads one `kB` field (VmRSS, VmHWM) of /proc/<pid>/status, in bytes; 0 when the process is gone. */
 export function statusBytes(pid: number, field: "VmRSS" | "VmHWM"): number {
@@ -97,4 +99,35 @@ export function cpuMs(pid: number): number {
 /** Total CPU milliseconds of `pids` (threads included). */
 export function totalCpuMs(pids: readonly number[]): number {
   return pids.reduce((n, pid) => n + cpuMs(pid), 0);
+}
+
+/**
+ * Sets the CPU affinity of every thread of each process (util-linux `taskset`); threads they
+ * start later inherit it. False when any could not be set (no taskset, a process gone). A thread
+ * that ends while taskset walks the process's threads fails that walk: it is tried again.
+ */
+export function pinToCpus(pids: readonly number[], cpus: readonly number[]): boolean {
+  const pin = (pid: number): boolean => spawnSync("taskset", ["-a", "-cp", cpus.join(","), String(pid)], { stdio: "ignore" }).status === 0;
+  return pids.every((pid) => [1, 2, 3, 4, 5].some(() => pin(pid)));
+}
+
+/**
+ * Gives the engine's host process a CPU of its own (the last one) and puts the gateway and this
+ * process (the load generator) on the others, as in production, where the gateway never shares
+ * the miner's CPU; on a 2-core machine it would otherwise take time from the engine. Returns a
+ * note for the row and how to undo it, or null (nothing left pinned) with one CPU or no taskset.
+ */
+export function isolateEngineHost(engineHost: readonly number[], others: readonly number[]): { note: string; undo(): void } | null {
+  const count = availableParallelism();
+  if (count < 2) return null;
+  const all = Array.from({ length: count }, (_, i) => i);
+  const engineCpu = [count - 1];
+  const rest = all.slice(0, -1);
+  const undo = (): void => void [...engineHost, ...others].forEach((pid) => pinToCpus([pid], all));
+  const pinned = pinToCpus(engineHost, engineCpu) && pinToCpus(others.filter((pid) => !engineHost.includes(pid)), rest);
+  if (!pinned) {
+    undo();
+    return null;
+  }
+  return { note: `engine host pinned to CPU ${engineCpu[0]}; gateway and load generator on CPU ${rest.join(",")}`, undo };
 }

@@ -206,6 +206,27 @@ describe("llama-cpp engine (tiny model)", () => {
     await Promise.all(jobs);
   });
 
+  it("a job arriving while others generate starts at once, also on the sequence a job just freed", async () => {
+    const LONG = 400;
+    const produced = [0, 0, 0];
+    const long = produced.map((_, i) => engine.generate(completion(`A lake number ${i}`, { maxTokens: LONG }), {
+      onDelta: (_text, tokens) => void (produced[i]! += tokens),
+      signal: new AbortController().signal,
+    }));
+    while (produced.some((n) => n < 5)) await new Promise((resolve) => setTimeout(resolve, 1));
+    const before = [...produced];
+    // All four sequences in use: `first` takes the free one; `second` must wait for the
+    // sequence `first` frees, which is cleared while the long jobs are generating.
+    const first = await run(completion("The cat", { maxTokens: 4 }));
+    const second = await run(completion("The dog", { maxTokens: 4 }));
+    const advanced = produced.map((n, i) => n - before[i]!);
+    expect([first.completionTokens, second.completionTokens]).toEqual([4, 4]);
+    // Each long job advanced a few tokens per short job's steps, not until the others paused.
+    expect(Math.max(...advanced)).toBeLessThan(40);
+    const results = await Promise.all(long);
+    expect(results.map((r) => r.completionTokens)).toEqual([LONG, LONG, LONG]);
+  });
+
   it("a prompt that does not fit the context is a retryable EngineError", async () => {
     const huge = "the cat sat on the mat ".repeat(600);
     await expect(run(completion(huge))).rejects.toMatchObject({ name: "EngineError", retryable: true });

@@ -13,8 +13,10 @@ import type {
   Token,
 } from "node-llama-cpp";
 import type { ChatJobSpec, FinishReason, JobSpec, ResponseFormat, SamplingParams, TokenLogprob } from "../../protocol/index.ts";
+import { log } from "../log.ts";
 import { DeltaStream } from "./delta-stream.ts";
 import { functionsOf, grammarSchema, newToolCallId, toChatHistory } from "./llama-chat-history.ts";
+import { SequencePool } from "./llama-sequences.ts";
 import { generateForcedToolCall } from "./llama-tool-call.ts";
 import { abortError, generateTokens, TrailingWhitespace } from "./llama-loop.ts";
 import { samplingOf, tokenLogprob } from "./llama-sampling.ts";
@@ -51,7 +53,7 @@ function forcedTools(spec: ChatJobSpec): ChatJobSpec["tools"] {
 class LlamaCppEngine implements Engine {
   readonly kind = "llama-cpp";
   readonly capacity: number;
-  private readonly free: LlamaContextSequence[];
+  private readonly sequences: SequencePool;
   private readonly grammars = new Map<string, Promise<LlamaGrammar>>();
   private embedding: Promise<LlamaEmbeddingContext> | null = null;
   private closed = false;
@@ -64,14 +66,18 @@ class LlamaCppEngine implements Engine {
     private readonly config: LlamaCppEngineConfig,
   ) {
     this.capacity = config.parallel;
-    this.free = Array.from({ length: config.parallel }, () => context.getSequence());
+    this.sequences = new SequencePool(context, config.parallel, (err) => {
+      // The sequence goes to its next job uncleared, and that job clears it first.
+      if (!this.closed) log.warn("engine.sequence_clear_failed", { engine: this.kind, error: errorMessage(err) });
+    });
   }
 
   async generate(spec: JobSpec, hooks: GenerateHooks): Promise<GenerateResult> {
     if (hooks.signal.aborted) throw abortError();
     if (this.closed) throw new EngineError("llama.cpp engine is closed", true);
-    const sequence = this.free.pop();
-    if (sequence === undefined) throw new EngineError("llama.cpp engine is at capacity", true);
+    const taken = this.sequences.take();
+    if (taken === null) throw new EngineError("llama.cpp engine is at capacity", true);
+    const sequence = await taken;
     const stream = new DeltaStream(spec.params.stop ?? [], hooks.onDelta);
     let toolTokens = 0;
     const counted: GenerateHooks = {
@@ -82,8 +88,9 @@ class LlamaCppEngine implements Engine {
       },
     };
     try {
-      // A fresh KV state per job: results never depend on what ran on this sequence before.
-      await sequence.clearHistory();
+      // A fresh KV state per job: results never depend on what ran on this sequence before
+      // (the pool clears a sequence as its job ends; this is for one whose clear failed).
+      if (sequence.nextTokenIndex > 0) await sequence.clearHistory();
       const { promptTokens, outcome } = await this.run(sequence, spec, stream, counted);
       if (hooks.signal.aborted) throw abortError();
       stream.flush();
@@ -98,7 +105,7 @@ class LlamaCppEngine implements Engine {
       if (err instanceof EngineError) throw err;
       throw new EngineError(`llama.cpp: ${errorMessage(err)}`, stream.emittedDeltas === 0 && toolTokens === 0);
     } finally {
-      this.free.push(sequence);
+      this.sequences.give(sequence);
     }
   }
 
