@@ -31,8 +31,14 @@ export class SequencePool {
     return new Promise((resolve) => this.waiting.push(resolve));
   }
 
-  /** A sequence back from its job: cleared now, then handed to a waiting job or kept. */
+  /** A sequence back from its job: cleared now (unless its job evaluated nothing), then handed to a waiting job or kept. */
   give(sequence: LlamaContextSequence): void {
+    if (sequence.nextTokenIndex === 0) {
+      const waiter = this.waiting.shift();
+      if (waiter) waiter(sequence);
+      else this.cleared.push(sequence);
+      return;
+    }
     const clear: Promise<void> = sequence.clearHistory().catch(this.onClearError).then(() => {
       this.clearing.delete(clear);
       const waiter = this.waiting.shift();
