@@ -43,6 +43,8 @@ export interface RowResult {
   reason?: string;
   small?: PhaseResult;
   stream?: PhaseResult;
+  /** Streams one at a time (synthetic rows only). */
+  lone?: PhaseResult;
   /** Peak resident memory of the gateway process(es); undefined for rows without a gateway. */
   gatewayRssBytes?: number;
   notes: string[];
@@ -132,13 +134,14 @@ async function phase(target: RunningTarget, p: Phase, stream: boolean, timeoutMs
   }
 }
 
-async function measure(row: RowResult, target: RunningTarget, small: Phase, stream: Phase, profile: Profile, opts: BenchOptions): Promise<void> {
+async function measure(row: RowResult, target: RunningTarget, small: Phase, stream: Phase, lone: Phase | undefined, profile: Profile, opts: BenchOptions): Promise<void> {
   const peak = new PeakRss(() => target.gatewayPids());
   const profiling = (kind: string): Profiling | undefined =>
     opts.cpuProfDir ? { dir: opts.cpuProfDir, label: `${row.id}.${kind}`, log: opts.log } : undefined;
   try {
     row.small = await phase(target, small, false, profile.requestTimeoutMs, profiling("small"));
     row.stream = await phase(target, stream, true, profile.requestTimeoutMs, profiling("stream"));
+    if (lone) row.lone = await phase(target, lone, true, profile.requestTimeoutMs);
   } finally {
     const bytes = peak.stop();
     if (target.gatewayPids().length > 0) row.gatewayRssBytes = bytes;
@@ -197,7 +200,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchRun> {
         const isolated = id === "sluice-llama" ? isolateEngineHost(target.agentPids?.() ?? [], [...target.gatewayPids(), process.pid]) : null;
         if (id === "sluice-llama") row.notes.push(isolated?.note ?? "engine host not pinned to a CPU of its own (one CPU, or no taskset)");
         try {
-          await measure(row, target, llamaRow ? profile.llamaSmall : profile.small, llamaRow ? profile.llamaStream : profile.stream, profile, opts);
+          await measure(row, target, llamaRow ? profile.llamaSmall : profile.small, llamaRow ? profile.llamaStream : profile.stream, llamaRow ? undefined : profile.lone, profile, opts);
         } finally {
           isolated?.undo();
         }

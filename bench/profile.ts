@@ -41,6 +41,8 @@ export interface Profile {
   small: Phase;
   /** 256-token streams on the synthetic rows. */
   stream: Phase;
+  /** The same streams one at a time on the synthetic rows: the path's own time to first token, without queueing. */
+  lone: Phase;
   /** The same two on the llama.cpp rows (concurrency = the engine's parallel sequences). */
   llamaSmall: Phase;
   llamaStream: Phase;
@@ -61,6 +63,7 @@ const DEFAULT: Profile = {
   name: "default",
   small: { concurrency: 16, durationMs: 8_000, maxRequests: 200_000, warmupMs: 2_000, maxTokens: 4 },
   stream: { concurrency: 20, durationMs: 8_000, maxRequests: 50_000, warmupMs: 2_000, maxTokens: 256 },
+  lone: { concurrency: 1, durationMs: 3_000, maxRequests: 5_000, warmupMs: 500, maxTokens: 256 },
   llamaSmall: { concurrency: LLAMA_PARALLEL, durationMs: 5_000, maxRequests: 5_000, warmupMs: 1_000, maxTokens: 8 },
   llamaStream: { concurrency: LLAMA_PARALLEL, durationMs: 8_000, maxRequests: 1_000, warmupMs: 1_000, maxTokens: 256 },
   globalWarmupMs: 3_000,
@@ -87,6 +90,7 @@ const QUICK: Profile = {
   name: "quick",
   small: { ...DEFAULT.small, durationMs: 1_500, warmupMs: 300 },
   stream: { ...DEFAULT.stream, durationMs: 1_500, warmupMs: 300 },
+  lone: { ...DEFAULT.lone, durationMs: 800, warmupMs: 200 },
   llamaSmall: { ...DEFAULT.llamaSmall, durationMs: 1_000, warmupMs: 200 },
   llamaStream: { ...DEFAULT.llamaStream, durationMs: 1_500, warmupMs: 300 },
   globalWarmupMs: 1_000,
@@ -99,6 +103,7 @@ const SMOKE: Profile = {
   name: "smoke",
   small: { concurrency: 4, durationMs: 300, maxRequests: 20, warmupMs: 0, maxTokens: 4 },
   stream: { concurrency: 4, durationMs: 300, maxRequests: 8, warmupMs: 0, maxTokens: 256 },
+  lone: { concurrency: 1, durationMs: 200, maxRequests: 4, warmupMs: 0, maxTokens: 32 },
   llamaSmall: { concurrency: LLAMA_PARALLEL, durationMs: 300, maxRequests: 4, warmupMs: 0, maxTokens: 8 },
   llamaStream: { concurrency: LLAMA_PARALLEL, durationMs: 300, maxRequests: 4, warmupMs: 0, maxTokens: 32 },
   globalWarmupMs: 0,

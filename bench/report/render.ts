@@ -68,15 +68,17 @@ function addedLatency(run: BenchRun): string {
     const row = byId(run.rows, id);
     const small = usable(row?.small);
     const stream = usable(row?.stream);
-    const d = { small: usable(direct?.small), stream: usable(direct?.stream) };
+    const lone = usable(row?.lone);
+    const d = { small: usable(direct?.small), stream: usable(direct?.stream), lone: usable(direct?.lone) };
     return [
       SHORT[id],
       deltaMs(sub(small?.latencyP50, d.small?.latencyP50)), deltaMs(sub(small?.latencyP99, d.small?.latencyP99)),
       deltaMs(sub(stream?.ttftP50, d.stream?.ttftP50)), deltaMs(sub(stream?.ttftP99, d.stream?.ttftP99)),
+      deltaMs(sub(lone?.ttftP50, d.lone?.ttftP50)),
       percent(div(streamTps(row), streamTps(direct))),
     ];
   });
-  return table(["over the direct floor", "small p50 +ms", "small p99 +ms", "TTFT p50 +ms", "TTFT p99 +ms", "stream tok/s kept"], rows);
+  return table(["over the direct floor", "small p50 +ms", "small p99 +ms", "TTFT p50 +ms", "TTFT p99 +ms", "TTFT p50 +ms, one stream", "stream tok/s kept"], rows);
 }
 
 function llamaPair(run: BenchRun): string | undefined {
@@ -100,7 +102,7 @@ function notes(run: BenchRun): string[] {
   for (const row of run.rows) {
     const name = SHORT[row.id];
     if (row.reason) out.push(`${name}: ${row.status}: ${row.reason}`);
-    for (const [what, r] of [["small", row.small], ["stream", row.stream]] as const) {
+    for (const [what, r] of [["small", row.small], ["stream", row.stream], ["one stream", row.lone]] as const) {
       if (r && r.errors > 0) out.push(`${name} ${what}: ${r.errors} of ${r.requests} requests failed, e.g. ${r.errorExamples.join(" / ")}`);
     }
     const stream = usable(row.stream);
@@ -153,6 +155,7 @@ export function render(run: BenchRun): string {
     `- Load (closed loop, keep-alive node:http pool of one connection per concurrent request, all on 127.0.0.1):`,
     `  small = ${phaseText(p.small, `non-streaming chat, max_tokens ${p.small.maxTokens}`)};`,
     `  stream = ${phaseText(p.stream, `${p.stream.maxTokens}-token streams with include_usage`)};`,
+    `  one stream = ${phaseText(p.lone, "the same streams one at a time")}: the path's own added time to first token, where the stream load's includes queueing for the CPU;`,
     `  llama rows: small = ${phaseText(p.llamaSmall, `max_tokens ${p.llamaSmall.maxTokens}`)}; stream = ${phaseText(p.llamaStream, `${p.llamaStream.maxTokens}-token streams`)}.`,
     ...(run.fleet ? [`  ${fleetLoadText(run.fleet.phase)}.`] : []),
     `  TTFT = request start to the arrival of the first non-empty content token; tok/s = completion tokens (usage chunk) of successful streams ÷ wall time.`,
