@@ -209,7 +209,8 @@ describe("llama-cpp engine (tiny model)", () => {
   it("a job arriving while others generate starts at once, also on the sequence a job just freed", async () => {
     const LONG = 400;
     const produced = [0, 0, 0];
-    const long = produced.map((_, i) => engine.generate(completion(`A lake number ${i}`, { maxTokens: LONG }), {
+    // Chats run through node-llama-cpp's LlamaChat, completions through our own loop: both pause.
+    const long = produced.map((_, i) => engine.generate(i === 0 ? completion(`A lake number ${i}`, { maxTokens: LONG }) : chat(`Tell me about lake ${i}.`, { maxTokens: LONG }), {
       onDelta: (_text, tokens) => void (produced[i]! += tokens),
       signal: new AbortController().signal,
     }));
@@ -218,7 +219,7 @@ describe("llama-cpp engine (tiny model)", () => {
     // All four sequences in use: `first` takes the free one; `second` must wait for the
     // sequence `first` frees, which is cleared while the long jobs are generating.
     const first = await run(completion("The cat", { maxTokens: 4 }));
-    const second = await run(completion("The dog", { maxTokens: 4 }));
+    const second = await run(chat("The dog?", { maxTokens: 4 }));
     const advanced = produced.map((n, i) => n - before[i]!);
     expect([first.completionTokens, second.completionTokens]).toEqual([4, 4]);
     // Each long job advanced a few tokens per short job's steps, not until the others paused.
