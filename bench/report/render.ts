@@ -155,7 +155,7 @@ export function render(run: BenchRun): string {
     `- Load (closed loop, keep-alive node:http pool of one connection per concurrent request, all on 127.0.0.1):`,
     `  small = ${phaseText(p.small, `non-streaming chat, max_tokens ${p.small.maxTokens}`)};`,
     `  stream = ${phaseText(p.stream, `${p.stream.maxTokens}-token streams with include_usage`)};`,
-    `  one stream = ${phaseText(p.lone, "the same streams one at a time")}: the path's own added time to first token, where the stream load's includes queueing for the CPU;`,
+    `  one stream = ${phaseText(p.lone, "the same streams one at a time")}: the path's own added time to first token (under the stream load it also includes queueing for the CPU);`,
     `  llama rows: small = ${phaseText(p.llamaSmall, `max_tokens ${p.llamaSmall.maxTokens}`)}; stream = ${phaseText(p.llamaStream, `${p.llamaStream.maxTokens}-token streams`)}.`,
     ...(run.fleet ? [`  ${fleetLoadText(run.fleet.phase)}.`] : []),
     `  TTFT = request start to the arrival of the first non-empty content token; tok/s = completion tokens (usage chunk) of successful streams ÷ wall time.`,

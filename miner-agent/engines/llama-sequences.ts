@@ -33,19 +33,18 @@ export class SequencePool {
 
   /** A sequence back from its job: cleared now (unless its job evaluated nothing), then handed to a waiting job or kept. */
   give(sequence: LlamaContextSequence): void {
-    if (sequence.nextTokenIndex === 0) {
-      const waiter = this.waiting.shift();
-      if (waiter) waiter(sequence);
-      else this.cleared.push(sequence);
-      return;
-    }
+    if (sequence.nextTokenIndex === 0) return this.handOut(sequence);
     const clear: Promise<void> = sequence.clearHistory().catch(this.onClearError).then(() => {
       this.clearing.delete(clear);
-      const waiter = this.waiting.shift();
-      if (waiter) waiter(sequence);
-      else this.cleared.push(sequence);
+      this.handOut(sequence);
     });
     this.clearing.add(clear);
+  }
+
+  private handOut(sequence: LlamaContextSequence): void {
+    const waiter = this.waiting.shift();
+    if (waiter) waiter(sequence);
+    else this.cleared.push(sequence);
   }
 
   private pendingClears(): Promise<unknown> | undefined {
@@ -57,9 +56,10 @@ type Evaluation = ReturnType<LlamaContextSequence["evaluateWithMetadata"]>;
 type NextInput = Parameters<Evaluation["next"]>[0];
 
 /**
- * Makes each of the sequence's evaluations (node-llama-cpp's `evaluate` and LlamaChat go through
- * `evaluateWithMetadata`) wait for `pause()` before it asks for the next token, which is when the
- * sequence would queue its next decode.
+ * Makes each of the sequence's evaluations wait for `pause()` before it asks for the next token,
+ * which is when the sequence would queue its next decode. The instance's `evaluateWithMetadata`
+ * is wrapped: in node-llama-cpp 3.21.1 (pinned) `evaluate`, and so LlamaChat, call it through
+ * `this`. The llama-cpp engine test fails if a job stops pausing on either path.
  */
 function gateEvaluations(sequence: LlamaContextSequence, pause: () => Promise<unknown> | undefined): LlamaContextSequence {
   const evaluateWithMetadata = sequence.evaluateWithMetadata;
