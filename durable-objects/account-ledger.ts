@@ -154,9 +154,7 @@ export class AccountLedger extends DurableObject<Env> {
     return this.ctx.storage.transactionSync((): AdmitResult => {
       const now = Date.now();
       const window = Math.floor(now / RATE_WINDOW_MS);
-      const used = this.sql
-        .exec<{ requests: number; tokens: number }>("SELECT requests, tokens FROM rates WHERE key_id = ? AND window = ?", req.rate.keyId, window)
-        .toArray()[0] ?? { requests: 0, tokens: 0 };
+      const used = this.rateUsed(req.rate.keyId, window);
       const state = (requests: number, tokens: number): RateState => rateState(req.rate, requests, tokens, (window + 1) * RATE_WINDOW_MS - now);
       const before = state(used.requests, used.tokens);
       if (req.rate.rpm > 0 && used.requests + 1 > req.rate.rpm) return { ok: false, reason: "requests", rate: before };
@@ -177,14 +175,7 @@ export class AccountLedger extends DurableObject<Env> {
         const quota = this.countFree(req.freeQuota);
         if (!quota.ok) return { ok: false, reason: "quota", rate: before, quota };
       }
-      this.sql.exec(
-        `INSERT INTO rates (key_id, window, requests, tokens) VALUES (?, ?, 1, ?)
-         ON CONFLICT (key_id, window) DO UPDATE SET requests = requests + 1, tokens = tokens + excluded.tokens`,
-        req.rate.keyId,
-        window,
-        req.rate.tokens,
-      );
-      this.sql.exec("DELETE FROM rates WHERE window < ?", window - 1);
+      this.countRate(req.rate.keyId, window, 1, req.rate.tokens);
       return { ok: true, rate: state(used.requests + 1, used.tokens + req.rate.tokens), holdNano };
     });
   }
@@ -297,7 +288,6 @@ export class AccountLedger extends DurableObject<Env> {
     return charged;
   }
 
-
   private sizeLease(req: LeaseSync): number {
     const holdId = `lease:${req.leaseId}`;
     const current = this.leaseRow(req.leaseId)?.amount ?? 0;
@@ -343,22 +333,10 @@ export class AccountLedger extends DurableObject<Env> {
         window,
       );
     }
-    const used = this.sql
-      .exec<{ requests: number; tokens: number }>("SELECT requests, tokens FROM rates WHERE key_id = ? AND window = ?", r.keyId, window)
-      .toArray()[0] ?? { requests: 0, tokens: 0 };
+    const used = this.rateUsed(r.keyId, window);
     const grantedRequests = r.rpm > 0 ? Math.min(r.wantRequests, Math.max(0, r.rpm - used.requests)) : r.wantRequests;
     const grantedTokens = r.tpm > 0 ? Math.min(r.wantTokens, Math.max(0, r.tpm - used.tokens)) : r.wantTokens;
-    if (grantedRequests > 0 || grantedTokens > 0) {
-      this.sql.exec(
-        `INSERT INTO rates (key_id, window, requests, tokens) VALUES (?, ?, ?, ?)
-         ON CONFLICT (key_id, window) DO UPDATE SET requests = requests + excluded.requests, tokens = tokens + excluded.tokens`,
-        r.keyId,
-        window,
-        grantedRequests,
-        grantedTokens,
-      );
-    }
-    this.sql.exec("DELETE FROM rates WHERE window < ?", window - 1);
+    this.countRate(r.keyId, window, grantedRequests, grantedTokens);
     return {
       keyId: r.keyId,
       window,
@@ -368,6 +346,28 @@ export class AccountLedger extends DurableObject<Env> {
       usedTokens: used.tokens + grantedTokens,
       resetMs: (window + 1) * RATE_WINDOW_MS - now,
     };
+  }
+
+  /** What the key has used in the minute `window` (admitted requests, their token worst cases, wallet grants). */
+  private rateUsed(keyId: string, window: number): { requests: number; tokens: number } {
+    return this.sql
+      .exec<{ requests: number; tokens: number }>("SELECT requests, tokens FROM rates WHERE key_id = ? AND window = ?", keyId, window)
+      .toArray()[0] ?? { requests: 0, tokens: 0 };
+  }
+
+  /** Count requests and tokens against the key's minute `window`; minutes before the previous one are dropped. */
+  private countRate(keyId: string, window: number, requests: number, tokens: number): void {
+    if (requests > 0 || tokens > 0) {
+      this.sql.exec(
+        `INSERT INTO rates (key_id, window, requests, tokens) VALUES (?, ?, ?, ?)
+         ON CONFLICT (key_id, window) DO UPDATE SET requests = requests + excluded.requests, tokens = tokens + excluded.tokens`,
+        keyId,
+        window,
+        requests,
+        tokens,
+      );
+    }
+    this.sql.exec("DELETE FROM rates WHERE window < ?", window - 1);
   }
 
   /** The request's real token count replaces its worst case in the window it was admitted in. */

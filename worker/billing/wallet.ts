@@ -349,7 +349,6 @@ export class Wallet {
     return free - waitingNano < slice / 2 ? Math.max(waitingNano, slice) : 0;
   }
 
-  /** Per key: give back unused grants when closing; otherwise ask for what waiting requests need, plus a slice. */
   /**
    * Per key: what waiting requests need plus a stock sized by recent use, asked for when the
    * stock runs low; what is held beyond the stock (everything, when closing) is given back.
