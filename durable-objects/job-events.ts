@@ -1,35 +1,48 @@
 import { JobEvent } from "../protocol/index.ts";
 
 /**
- * What a MinerSession streams to the Worker for one job: the agent's chunk/done/error frames,
- * already validated, one JSON object per line.
+ * What a MinerSession hands the Worker for one job: the agent's chunk/done/error frames,
+ * already validated, each as its JSON text.
  */
 export { JobEvent };
 
-const encoder = new TextEncoder();
-
-export function encodeJobEvent(event: JobEvent): Uint8Array {
-  return encoder.encode(JSON.stringify(event) + "\n");
+/**
+ * The answer to `MinerSession.startJob`: the job's first events, and a stream of the rest
+ * (NDJSON, one event per line) unless those already end it. A short job is answered whole,
+ * without a stream: a stream across the RPC boundary costs more than the job's few events.
+ */
+export interface JobStart {
+  /** Each event's JSON text, in order (at least one unless the job was cancelled). */
+  events: string[];
+  /** The rest of the job's events, or null when `events` holds its last one. */
+  rest: ReadableStream<Uint8Array> | null;
+  /** How long the session held the first event before answering (its time to first token is that much earlier). */
+  heldMs: number;
 }
+
+const encoder = new TextEncoder();
 
 /** An event already in JSON text (one line) as it goes on the stream. */
 export function encodeLine(json: string): Uint8Array {
   return encoder.encode(json + "\n");
 }
 
-/** Reads job events from a MinerSession stream, line by line. */
+/** Reads a job's events: the ones in the session's answer, then its stream's, line by line. */
 export class JobEventReader {
-  private readonly reader: ReadableStreamDefaultReader<Uint8Array>;
+  private readonly reader: ReadableStreamDefaultReader<Uint8Array> | null;
   private readonly decoder = new TextDecoder();
   private buffer = "";
-  private queue: JobEvent[] = [];
+  // The session validated each event against JobEvent before handing it over (unknown fields
+  // may remain; nothing reads them), so the Worker does not validate it again.
+  private queue: JobEvent[];
 
   constructor(
-    stream: ReadableStream<Uint8Array>,
+    start: JobStart,
     /** A job silent for this long ends with an `upstream_timeout` error event. */
     private readonly idleTimeoutMs = Infinity,
   ) {
-    this.reader = stream.getReader();
+    this.queue = start.events.map((line) => JSON.parse(line) as JobEvent);
+    this.reader = start.rest?.getReader() ?? null;
   }
 
   /**
@@ -37,7 +50,7 @@ export class JobEventReader {
    * (default: the idle timeout) gives an `upstream_timeout` error event.
    */
   async next(timeoutMs = this.idleTimeoutMs): Promise<JobEvent | null> {
-    if (this.queue.length > 0 || timeoutMs === Infinity) return this.read();
+    if (this.queue.length > 0 || !this.reader || timeoutMs === Infinity) return this.read();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const idle = new Promise<JobEvent>((resolve) => {
       timer = setTimeout(
@@ -46,7 +59,7 @@ export class JobEventReader {
             type: "error",
             id: "",
             code: "upstream_timeout",
-            message: `The model produced nothing for ${Math.round(timeoutMs / 1000)} s.`,
+            message: silentFor(timeoutMs),
             retryable: false,
           }),
         Math.max(0, timeoutMs),
@@ -61,6 +74,7 @@ export class JobEventReader {
 
   private async read(): Promise<JobEvent | null> {
     while (this.queue.length === 0) {
+      if (!this.reader) return null;
       const { done, value } = await this.reader.read();
       if (done) return null;
       this.buffer += this.decoder.decode(value, { stream: true });
@@ -68,8 +82,6 @@ export class JobEventReader {
       while ((nl = this.buffer.indexOf("\n")) >= 0) {
         const line = this.buffer.slice(0, nl);
         this.buffer = this.buffer.slice(nl + 1);
-        // The session validated each frame against JobEvent before streaming it (unknown fields
-        // may remain; nothing reads them), so the Worker does not validate it again.
         if (line) this.queue.push(JSON.parse(line) as JobEvent);
       }
     }
@@ -77,6 +89,11 @@ export class JobEventReader {
   }
 
   async cancel(reason?: unknown): Promise<void> {
-    await this.reader.cancel(reason).catch(() => undefined);
+    await this.reader?.cancel(reason).catch(() => undefined);
   }
+}
+
+/** The message of a job that went silent (before its first event, or mid-job). */
+export function silentFor(ms: number): string {
+  return `The model produced nothing for ${Math.round(ms / 1000)} s.`;
 }

@@ -14,7 +14,7 @@ import {
 import { chutes } from "../worker/db/schema.ts";
 import { numberVar } from "../worker/env.ts";
 import { log } from "../worker/log.ts";
-import { encodeJobEvent, encodeLine, type JobEvent } from "./job-events.ts";
+import { encodeLine, type JobEvent, type JobStart } from "./job-events.ts";
 import { clearSession, recordSession, verifyAgentAuth } from "./miner-auth.ts";
 import { OfferBook } from "./offer-book.ts";
 import type { OfferReply } from "./scaler-types.ts";
@@ -22,8 +22,8 @@ import type { OfferReply } from "./scaler-types.ts";
 /**
  * One per connected miner agent: terminates the agent's WebSocket (hibernation API),
  * authenticates it, registers the instances it announces with each chute's router, and
- * multiplexes jobs over the one socket by id. `startJob` returns a byte stream of job events
- * (NDJSON) to the Worker.
+ * multiplexes jobs over the one socket by id. `startJob` answers the Worker with a job's first
+ * events, and a byte stream (NDJSON) of the rest when there are more.
  */
 
 interface Attachment {
@@ -38,8 +38,11 @@ interface Attachment {
 interface LiveJob {
   sessionId: string;
   instanceId: string;
-  controller: ReadableStreamDefaultController<Uint8Array>;
   started: boolean;
+  /** Until startJob has answered: the events held for the answer, and the answer. */
+  held: { events: string[]; holdMs: number; answer: (start: JobStart) => void; firstAt?: number; timer?: ReturnType<typeof setTimeout> } | null;
+  /** After it answered with more to come: the stream of the rest. */
+  controller: ReadableStreamDefaultController<Uint8Array> | null;
 }
 
 export interface StartJob {
@@ -47,6 +50,12 @@ export interface StartJob {
   instanceId: string;
   spec: JobSpec;
   traceId?: string;
+  /**
+   * How long after the job's first event to keep collecting before answering (the job's end
+   * answers at once). 0, for streams: answer with the first event. A non-streaming request waits
+   * for the whole job anyway, and a short one is then answered without a stream.
+   */
+  holdMs?: number;
 }
 
 /** An agent must authenticate within this time after connecting; its nonce is stale after it. */
@@ -90,35 +99,33 @@ export class MinerSession extends DurableObject<Env> {
     return new Response(null, { status: 101, webSocket: client });
   }
 
-  /** Send a job to the agent; the returned stream carries its events. */
-  async startJob(job: StartJob): Promise<ReadableStream<Uint8Array>> {
+  /**
+   * Send a job to the agent. Answers once the job has sent its first event (and, with `holdMs`,
+   * the events of that long after it, or up to its end), or ended: the events so far, and a
+   * stream of the rest unless they end the job. Before the first event nothing answers: the
+   * Worker bounds that wait and cancels the job when it runs out.
+   */
+  async startJob(job: StartJob): Promise<JobStart> {
     const ws = this.readySocket();
     const att = ws ? attachmentOf(ws) : null;
-    if (!ws || !att) return errorStream("miner_disconnected", "The miner is not connected.");
+    if (!ws || !att) return failedStart("miner_disconnected", "The miner is not connected.");
     if (!att.instances.some((i) => i.instanceId === job.instanceId)) {
-      return errorStream("miner_disconnected", "The miner no longer serves this instance.");
+      return failedStart("miner_disconnected", "The miner no longer serves this instance.");
     }
-    if (this.jobs.has(job.id)) return errorStream("invalid_request", "Duplicate job id.");
-    const stream = new ReadableStream<Uint8Array>({
-      start: (controller) => {
-        this.jobs.set(job.id, { sessionId: att.sessionId, instanceId: job.instanceId, controller, started: false });
-      },
-      cancel: () => this.cancelJob(job.id),
+    if (this.jobs.has(job.id)) return failedStart("invalid_request", "Duplicate job id.");
+    const answered = new Promise<JobStart>((answer) => {
+      const held = { events: [] as string[], holdMs: job.holdMs ?? 0, answer };
+      this.jobs.set(job.id, { sessionId: att.sessionId, instanceId: job.instanceId, started: false, held, controller: null });
     });
     send(ws, { type: "job", id: job.id, instanceId: job.instanceId, spec: job.spec, traceId: job.traceId });
-    return stream;
+    return answered;
   }
 
-  /** The client went away: tell the agent to stop generating and end the job's stream. Idempotent. */
+  /** The client went away: tell the agent to stop generating and end the job's events. Idempotent. */
   cancelJob(id: string): void {
     const job = this.jobs.get(id);
     if (!job) return;
-    this.jobs.delete(id);
-    try {
-      job.controller.close();
-    } catch {
-      // the reader already cancelled the stream
-    }
+    this.endJob(id, job);
     const ws = this.readySocket();
     if (ws && attachmentOf(ws)?.sessionId === job.sessionId) send(ws, { type: "cancel", id });
   }
@@ -325,14 +332,53 @@ export class MinerSession extends DurableObject<Env> {
   private deliver(att: Attachment, frame: JobEvent, raw: string | ArrayBuffer): void {
     const job = this.jobs.get(frame.id);
     if (!job || job.sessionId !== att.sessionId) return; // cancelled, or from an old session
-    // The validated frame's own text is the event line (no re-encoding), unless it spans lines.
-    job.controller.enqueue(typeof raw === "string" && !raw.includes("\n") ? encodeLine(raw) : encodeJobEvent(frame));
-    if (frame.type === "chunk") {
-      job.started = true;
+    // The validated frame's own text is the event (no re-encoding), unless it spans lines.
+    const line = typeof raw === "string" && !raw.includes("\n") ? raw : JSON.stringify(frame);
+    if (frame.type !== "chunk") return this.endJob(frame.id, job, line);
+    job.started = true;
+    const held = job.held;
+    if (!held) return job.controller?.enqueue(encodeLine(line));
+    held.events.push(line);
+    if (held.events.length > 1) return;
+    held.firstAt = Date.now();
+    if (held.holdMs <= 0) this.answer(frame.id, job);
+    else held.timer = setTimeout(() => this.answer(frame.id, job), held.holdMs);
+  }
+
+  /** Answer startJob with the events held so far and a stream of the rest. */
+  private answer(id: string, job: LiveJob): void {
+    const held = job.held;
+    if (!held) return;
+    job.held = null;
+    clearTimeout(held.timer);
+    const rest = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        job.controller = controller;
+      },
+      cancel: () => this.cancelJob(id),
+    });
+    held.answer({ events: held.events, rest, heldMs: heldFor(held) });
+  }
+
+  /**
+   * The job is over (ended with `last`, cancelled, or its agent gone): answer startJob, or end
+   * the stream of the rest, and forget the job.
+   */
+  private endJob(id: string, job: LiveJob, last?: string): void {
+    this.jobs.delete(id);
+    const held = job.held;
+    if (held) {
+      job.held = null;
+      clearTimeout(held.timer);
+      held.answer({ events: last === undefined ? held.events : [...held.events, last], rest: null, heldMs: heldFor(held) });
       return;
     }
-    this.jobs.delete(frame.id);
-    job.controller.close();
+    try {
+      if (last !== undefined) job.controller?.enqueue(encodeLine(last));
+      job.controller?.close();
+    } catch {
+      // the reader already cancelled the stream
+    }
   }
 
   /** Fail this socket's jobs and withdraw its instances from the routers. */
@@ -341,17 +387,8 @@ export class MinerSession extends DurableObject<Env> {
     if (!att || att.state !== "ready") return;
     for (const [id, job] of this.jobs) {
       if (job.sessionId !== att.sessionId) continue;
-      this.jobs.delete(id);
-      job.controller.enqueue(
-        encodeJobEvent({
-          type: "error",
-          id,
-          code: "miner_disconnected",
-          message: "The miner disconnected during the request.",
-          retryable: !job.started,
-        }),
-      );
-      job.controller.close();
+      const lost: JobEvent = { type: "error", id, code: "miner_disconnected", message: "The miner disconnected during the request.", retryable: !job.started };
+      this.endJob(id, job, JSON.stringify(lost));
     }
     for (const chute of new Set(att.instances.map((i) => i.chute))) {
       this.ctx.waitUntil(this.router(chute).register(att.minerId, [], chute));
@@ -401,12 +438,13 @@ function send(ws: WebSocket, frame: GatewayFrame): void {
   ws.send(JSON.stringify(frame));
 }
 
-function errorStream(code: "miner_disconnected" | "invalid_request", message: string): ReadableStream<Uint8Array> {
-  const bytes = encodeJobEvent({ type: "error", id: "", code, message, retryable: true });
-  return new ReadableStream<Uint8Array>({
-    start(controller) {
-      controller.enqueue(bytes);
-      controller.close();
-    },
-  });
+/** A job refused before it reached the agent (another instance may take it). */
+function failedStart(code: "miner_disconnected" | "invalid_request", message: string): JobStart {
+  const event: JobEvent = { type: "error", id: "", code, message, retryable: true };
+  return { events: [JSON.stringify(event)], rest: null, heldMs: 0 };
+}
+
+/** How long a job's first event has waited for the answer (0 when the last event is the first). */
+function heldFor(held: { firstAt?: number }): number {
+  return held.firstAt === undefined ? 0 : Date.now() - held.firstAt;
 }

@@ -151,6 +151,25 @@ describe("routing", () => {
     expect(tps("miner-b")).toBeGreaterThan(tps("miner-a"));
   });
 
+  it("non-streaming answers: a short job and one that outlasts the session's hold are whole, with the time to first token the engine took", async () => {
+    // The first token after 300 ms, then one per 20 ms: 10 tokens end well inside the session's
+    // 1 s hold (answered whole), 120 tokens run 2.7 s (the rest comes as a stream).
+    await upstreamAgent("miner-a", { delayBeforeFirstTokenMs: 300, delayPerTokenMs: 20 }, 2);
+    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    for (const maxTokens of [10, 120]) {
+      const started = Date.now();
+      const res = await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "hello" }], max_tokens: maxTokens });
+      const tookMs = Date.now() - started;
+      expect(res.choices[0]?.message.content?.trim().split(/\s+/)).toHaveLength(maxTokens);
+      expect(res.usage?.completion_tokens).toBe(maxTokens);
+      const row = await gw.db.prepare("SELECT ttft_ms, completion_tokens FROM invocations WHERE id = ?").bind(res.id).first<{ ttft_ms: number; completion_tokens: number }>();
+      expect(row?.completion_tokens).toBe(maxTokens);
+      // The first token's time, not the whole job's: held events do not count as slower.
+      expect(row?.ttft_ms).toBeGreaterThanOrEqual(290);
+      expect(row?.ttft_ms).toBeLessThan(Math.min(tookMs - 100, 900));
+    }
+  });
+
   it("requests sharing a conversation prefix go back to the instance that served it, while its load allows", async () => {
     await upstreamAgent("miner-a", { delayPerTokenMs: 5 }, 2);
     await upstreamAgent("miner-b", { delayPerTokenMs: 5 }, 2);

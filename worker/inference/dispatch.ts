@@ -1,7 +1,7 @@
 import { choiceCount, type JobEvent } from "../../protocol/index.ts";
 import type { AcquireRequest, AcquireResult, ChuteRouter, LeaseReport } from "../../durable-objects/chute-router.ts";
 import type { MinerSession } from "../../durable-objects/miner-session.ts";
-import { JobEventReader } from "../../durable-objects/job-events.ts";
+import { JobEventReader, silentFor, type JobStart } from "../../durable-objects/job-events.ts";
 import { ApiError } from "../errors.ts";
 import type { ChuteRecord } from "../catalog/types.ts";
 import type { NormalizedRequest } from "./normalize.ts";
@@ -27,6 +27,8 @@ export interface DispatchOptions {
 /** A job that has produced its first event on some instance; the rest is read from `events`. */
 export interface Dispatched {
   first: Extract<JobEvent, { type: "chunk" | "done" }>;
+  /** When the first event reached the gateway (the session may have held it a while with the ones after it). */
+  firstAt: number;
   events: JobEventReader;
   instanceId: string;
   minerId: string;
@@ -104,6 +106,7 @@ export async function dispatch(opts: DispatchOptions & { first: FirstLease }): P
     if (first.type === "chunk" || first.type === "done") {
       return {
         first,
+        firstAt: first.at,
         events: first.reader,
         instanceId: lease.instanceId,
         minerId: lease.minerId,
@@ -123,7 +126,7 @@ export async function dispatch(opts: DispatchOptions & { first: FirstLease }): P
 }
 
 type First =
-  | (Extract<JobEvent, { type: "chunk" | "done" }> & { reader: JobEventReader })
+  | (Extract<JobEvent, { type: "chunk" | "done" }> & { reader: JobEventReader; at: number })
   | { type: "failed"; error: ApiError; retryable: boolean };
 
 async function firstEvent(
@@ -132,26 +135,48 @@ async function firstEvent(
   instanceId: string,
   cancel: () => Promise<void>,
 ): Promise<First> {
-  let reader: JobEventReader;
+  // The session answers at the job's first event: a non-streaming request lets it collect a
+  // while longer, so a short job comes back whole in the answer (no stream of the rest).
+  const holdMs = opts.request.stream ? 0 : NON_STREAM_HOLD_MS;
+  const waitMs = opts.deadline - Date.now();
+  const started = session.startJob({ id: opts.jobId, instanceId, spec: opts.request.spec, traceId: opts.traceId, holdMs });
+  let start: JobStart | "timeout";
   try {
-    const stream = await session.startJob({ id: opts.jobId, instanceId, spec: opts.request.spec, traceId: opts.traceId });
-    reader = new JobEventReader(stream, opts.idleTimeoutMs);
+    // The first event is due by the deadline; the answer may come the hold after it.
+    start = await beforeDeadline(started, opts.deadline + holdMs);
   } catch {
     return failed("miner_disconnected", "The miner could not be reached.", true);
   }
+  if (start === "timeout") {
+    // Nothing came in time: stop the job (which also ends the pending answer).
+    await cancel().catch(() => undefined);
+    void started.then((s) => s.rest?.cancel(), () => undefined);
+    return failed("upstream_timeout", silentFor(waitMs), false);
+  }
   try {
-    const ev = await reader.next(opts.deadline - Date.now());
+    const reader = new JobEventReader(start, opts.idleTimeoutMs);
+    const ev = await reader.next();
     if (ev === null) return failed("miner_disconnected", "The miner closed the job without an answer.", true);
-    if (ev.type === "error") {
-      if (ev.code === "upstream_timeout") {
-        await cancel().catch(() => undefined);
-        await reader.cancel();
-      }
-      return failed(ev.code, ev.message, ev.retryable);
-    }
-    return { ...ev, reader };
+    if (ev.type === "error") return failed(ev.code, ev.message, ev.retryable);
+    return { ...ev, reader, at: Date.now() - start.heldMs };
   } catch {
     return failed("bad_upstream_response", "The miner sent an invalid response.", true);
+  }
+}
+
+/** A non-streaming job's events for this long after its first are collected into the session's answer. */
+const NON_STREAM_HOLD_MS = 1000;
+
+/** The promise's value, or "timeout" once `deadline` (epoch ms) has passed. */
+async function beforeDeadline<T>(promise: Promise<T>, deadline: number): Promise<T | "timeout"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), Math.max(0, deadline - Date.now()));
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

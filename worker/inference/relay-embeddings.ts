@@ -33,7 +33,7 @@ export async function relayEmbeddings(opts: RelayOptions & { inputs: number; enc
 
   let ev: JobEvent | null = job.first;
   while (ev?.type === "chunk") {
-    ttftMs ??= Date.now() - opts.startedAt;
+    ttftMs ??= opts.job.firstAt - opts.startedAt;
     for (const v of ev.embeddings ?? []) {
       if (v.index >= opts.inputs || vectors[v.index] !== undefined) fail("bad_upstream_response", "The miner sent an invalid response (embedding index).");
       vectors[v.index] = v.base64;

@@ -76,11 +76,13 @@ class Tally {
 
   constructor(
     private readonly startedAt: number,
+    /** When the job's first event reached the gateway. */
+    private readonly firstAt: number,
     private readonly onEnd: (o: JobOutcome) => void,
   ) {}
 
   chunk(ev: Extract<JobEvent, { type: "chunk" }>): void {
-    if (this.ttftMs === null) this.ttftMs = Date.now() - this.startedAt;
+    if (this.ttftMs === null) this.ttftMs = this.firstAt - this.startedAt;
     if (ev.promptTokens !== undefined && this.promptTokens === null) this.promptTokens = ev.promptTokens;
     this.claimed += ev.tokens;
     // Tool-call pieces are generated tokens too: they count toward what the chunk can hold.
@@ -201,7 +203,7 @@ function onClientGone(opts: RelayOptions, tally: Tally, billed: boolean): () => 
  */
 export function relayStream(opts: RelayOptions): { response: Response; done: Promise<void> } {
   const { meta, job } = opts;
-  const tally = new Tally(opts.startedAt, opts.onEnd);
+  const tally = new Tally(opts.startedAt, opts.job.firstAt, opts.onEnd);
   const cancel = onClientGone(opts, tally, true);
   // An IdentityTransformStream, not a TransformStream: its readable side is native to workerd, so
   // when writing the body to the client fails (the client left: EPIPE/ECONNRESET) the pending and
@@ -284,7 +286,7 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
 /** Collect the whole job and answer with one JSON body. */
 export async function relayComplete(opts: RelayOptions): Promise<Response> {
   const { meta, job } = opts;
-  const tally = new Tally(opts.startedAt, opts.onEnd);
+  const tally = new Tally(opts.startedAt, opts.job.firstAt, opts.onEnd);
   onClientGone(opts, tally, false);
   let ev: JobEvent | null = job.first;
   const states = choiceStates(opts);
