@@ -61,6 +61,7 @@ export class ChuteRouter extends DurableObject<Env> {
   /** Prefix hash -> the instance that last served it (insertion order = recency). */
   private readonly prefixes = new Map<string, string>();
   private affinityHits = 0;
+  private handovers = 0;
   private requests = 0;
   private refused = 0;
   private readonly ttftSamples = new Ring(MAX_SAMPLES);
@@ -112,7 +113,7 @@ export class ChuteRouter extends DurableObject<Env> {
     this.requests++;
     const weight = Math.max(1, req.weight ?? 1);
     const now = this.tryAcquire(avoid, prefixes, weight);
-    if (now.ok) return now;
+    if (now.ok) return { ...now, roomy: this.roomy() };
     if (now.code === "no_capacity" || req.waitMs <= 0) return this.refuse(now);
     return new Promise<AcquireResult>((resolve) => {
       const waiter: Waiter = {
@@ -155,6 +156,16 @@ export class ChuteRouter extends DurableObject<Env> {
     this.ctx.waitUntil(scaler.poke(chuteId).catch(() => undefined));
   }
 
+  /**
+   * Whether an isolate may hand a finished request's slot to its next request: nobody waits, and
+   * a slot is free besides (so a request of another isolate would not have been turned away).
+   */
+  private roomy(): boolean {
+    if (this.waiters.length > 0) return false;
+    for (const inst of this.instances.values()) if ((this.inflight.get(inst.instanceId) ?? 0) < inst.maxConcurrency) return true;
+    return false;
+  }
+
   /** Give a slot back, with how the request went. Idempotent: releasing an unknown lease does nothing. */
   release(leaseId: string, report?: LeaseReport): void {
     const lease = this.leases.get(leaseId);
@@ -167,9 +178,32 @@ export class ChuteRouter extends DurableObject<Env> {
     this.serveWaiters();
   }
 
-  /** Give several slots back at once (an isolate's releases, sent together). */
-  releaseMany(released: LeaseRelease[]): void {
-    for (const r of released) this.release(r.leaseId, r.report);
+  /**
+   * Give several slots back at once (an isolate's releases, sent together), or note the ones it
+   * handed to its next request. Answers whether the isolate may go on handing slots over.
+   */
+  releaseMany(released: LeaseRelease[]): { roomy: boolean } {
+    for (const r of released) {
+      if (r.handedOver) this.handedOver(r.leaseId, r.report, r.handedOver.prefixes);
+      else this.release(r.leaseId, r.report);
+    }
+    return { roomy: this.roomy() };
+  }
+
+  /**
+   * A lease's request ended and the isolate gave its slot to its next request: the report counts
+   * for the instance, the new request counts as routed (the scaler reads that), its prefixes point
+   * at the instance, and the lease lives on. A lease the router no longer knows (it expired, or the
+   * router restarted) is not revived: that request runs uncounted, as one holding a lost lease would.
+   */
+  private handedOver(leaseId: string, report: LeaseReport | undefined, prefixes: string[]): void {
+    const lease = this.leases.get(leaseId);
+    if (!lease) return;
+    if (report) this.observe(lease.instanceId, report);
+    this.requests++;
+    this.handovers++;
+    lease.expiresAt = Date.now() + LEASE_TTL_MS;
+    this.remember(prefixes, lease.instanceId);
   }
 
   /** Replace the instances one miner serves for this chute (an empty list removes them all). */
@@ -236,6 +270,7 @@ export class ChuteRouter extends DurableObject<Env> {
       })),
       waiting: this.waiters.length,
       affinityHits: this.affinityHits,
+      handovers: this.handovers,
       stats: {
         requests: this.requests,
         refused: this.refused,
@@ -304,17 +339,22 @@ export class ChuteRouter extends DurableObject<Env> {
     if (picked === "full") return { ok: false, code: "capacity_exceeded" };
     const { inst: best, affinity } = picked;
     if (affinity) this.affinityHits++;
-    for (const p of prefixes) {
-      this.prefixes.delete(p);
-      this.prefixes.set(p, best.instanceId);
-    }
-    while (this.prefixes.size > MAX_PREFIX_ENTRIES) this.prefixes.delete(this.prefixes.keys().next().value!);
+    this.remember(prefixes, best.instanceId);
     const leaseId = crypto.randomUUID();
     const expiresAt = Date.now() + LEASE_TTL_MS;
     this.leases.set(leaseId, { instanceId: best.instanceId, expiresAt, weight });
     this.inflight.set(best.instanceId, (this.inflight.get(best.instanceId) ?? 0) + weight);
     if (this.alarmAt === null) this.armAlarm(expiresAt);
     return { ok: true, leaseId, instanceId: best.instanceId, minerId: best.minerId, affinity };
+  }
+
+  /** The instance now serves these prefixes (the most recent entries are kept). */
+  private remember(prefixes: string[], instanceId: string): void {
+    for (const p of prefixes) {
+      this.prefixes.delete(p);
+      this.prefixes.set(p, instanceId);
+    }
+    while (this.prefixes.size > MAX_PREFIX_ENTRIES) this.prefixes.delete(this.prefixes.keys().next().value!);
   }
 
   /**
@@ -380,7 +420,7 @@ export class ChuteRouter extends DurableObject<Env> {
     });
   }
 
-  /** One alarm, armed for the earliest lease expiry (leases are created in expiry order). */
+  /** One alarm, armed for the earliest lease expiry; it re-arms for the next (a handed-over lease expires later than planned). */
   private armAlarm(at: number): void {
     this.alarmAt = at;
     void this.ctx.storage.setAlarm(at);

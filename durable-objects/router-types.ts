@@ -36,10 +36,27 @@ export interface AcquireRequest {
 export interface LeaseRelease {
   leaseId: string;
   report?: LeaseReport;
+  /**
+   * The isolate handed the slot straight to its next request for the chute (which holds the
+   * lease now, and releases it in turn): the router counts that request and notes its prefixes,
+   * the slot stays taken.
+   */
+  handedOver?: { prefixes: string[] };
 }
 
 export type AcquireResult =
-  | { ok: true; leaseId: string; instanceId: string; minerId: string; affinity: boolean }
+  | {
+      ok: true;
+      leaseId: string;
+      instanceId: string;
+      minerId: string;
+      affinity: boolean;
+      /**
+       * Nobody was waiting and slots were still free after this one: an isolate may hand a
+       * finished request's slot to its next request without asking (see worker/inference/releases.ts).
+       */
+      roomy?: boolean;
+    }
   | { ok: false; code: "no_capacity" | "capacity_exceeded" };
 
 /** How a lease ended, for the instance's health score. */
@@ -65,8 +82,13 @@ export interface RouterSnapshot {
   instances: (RouterInstance & { inflight: number; health: InstanceHealth })[];
   waiting: number;
   affinityHits: number;
+  /** Slots isolates handed from a finished request to their next one without an acquire (monotonic). */
+  handovers: number;
   stats: {
-    /** Acquire calls since the router started, and those refused for lack of capacity (monotonic). */
+    /**
+     * Requests routed since the router started (acquires, and slots an isolate handed from one
+     * request to its next), and those refused for lack of capacity (monotonic).
+     */
     requests: number;
     refused: number;
     /** Over the most recent served requests. */

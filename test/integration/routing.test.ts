@@ -170,6 +170,38 @@ describe("routing", () => {
     }
   });
 
+  it("a finished request's slot goes straight to the gateway's next request while the chute has room, never past requests queued for it; every request is counted and every slot freed", async () => {
+    await upstreamAgent("miner-a", { delayPerTokenMs: 2 }, 8);
+    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    const ask = () => client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
+    const loop = async (n: number) => {
+      for (let i = 0; i < n; i++) expect((await ask()).choices[0]?.finish_reason).toBe("length");
+    };
+    const idle = async () => expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances[0]?.inflight).toBe(0);
+
+    // Room to spare (3 clients, 8 slots): requests arriving while a slot waits to go back take it over.
+    const before = await routerSnapshot(gw, TINY_CHUTE.id);
+    await Promise.all([loop(10), loop(10), loop(10)]);
+    await idle();
+    const roomy = await routerSnapshot(gw, TINY_CHUTE.id);
+    expect(roomy.stats.requests - before.stats.requests).toBe(30);
+    // (How many depends on timing: a slot waits 5 ms for the router; 4-8 of 30 were seen here.)
+    expect(roomy.handovers - before.handovers).toBeGreaterThanOrEqual(1);
+
+    // One slot, three clients: each request queues at the router, so none is handed a slot.
+    for (const a of agents) a.kill();
+    agents = [];
+    await waitForInstances(gw, TINY_CHUTE.id, 0);
+    await upstreamAgent("miner-b", { delayPerTokenMs: 2 }, 1);
+    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    await new Promise((r) => setTimeout(r, 300)); // the earlier "roomy" answer has lapsed
+    await Promise.all([loop(4), loop(4), loop(4)]);
+    await idle();
+    const full = await routerSnapshot(gw, TINY_CHUTE.id);
+    expect(full.stats.requests - roomy.stats.requests).toBe(12);
+    expect(full.handovers).toBe(roomy.handovers);
+  });
+
   it("requests sharing a conversation prefix go back to the instance that served it, while its load allows", async () => {
     await upstreamAgent("miner-a", { delayPerTokenMs: 5 }, 2);
     await upstreamAgent("miner-b", { delayPerTokenMs: 5 }, 2);

@@ -6,7 +6,7 @@ import { ApiError } from "../errors.ts";
 import type { ChuteRecord } from "../catalog/types.ts";
 import type { NormalizedRequest } from "./normalize.ts";
 import { prefixHashes } from "./prefix.ts";
-import { queueRelease, takeReleases } from "./releases.ts";
+import { queueRelease, takeOver, takeReleases, type HeldLease } from "./releases.ts";
 
 /** At most this many instances are tried for one request before the first token. */
 export const MAX_ATTEMPTS = 3;
@@ -52,10 +52,12 @@ export function acquireFirst(env: Env, chute: ChuteRecord, request: NormalizedRe
   const router = env.CHUTE_ROUTER.get(env.CHUTE_ROUTER.idFromName(chute.id));
   const prefixes = prefixHashes(request.spec);
   const weight = choiceCount(request.spec);
-  const lease = acquire(router, { chute: chute.id, avoid: [], waitMs: queueWaitMs, prefixes, weight });
+  // A slot this isolate's last request for the chute just gave back, when the router allows.
+  const handed = takeOver(chute.id, weight, prefixes);
+  const lease = handed ? Promise.resolve(handed) : acquire(router, { chute: chute.id, avoid: [], waitMs: queueWaitMs, prefixes, weight });
   let abandoned: Promise<void> | null = null;
   const abandon = () =>
-    (abandoned ??= lease.then((l) => (l.ok ? releaseLater(env, chute.id, l.leaseId) : undefined)).catch(() => undefined));
+    (abandoned ??= lease.then((l) => (l.ok ? releaseLater(env, chute.id, { ...l, weight, prefixes }) : undefined)).catch(() => undefined));
   return { router, prefixes, lease, abandon };
 }
 
@@ -64,16 +66,16 @@ async function acquire(router: DurableObjectStub<ChuteRouter>, req: AcquireReque
   const { released, sent } = takeReleases(req.chute!);
   try {
     const result = await router.acquire(released.length > 0 ? { ...req, released } : req);
-    sent();
+    sent({ roomy: result.ok && result.roomy });
     return result;
   } catch (err) {
-    sent(err);
+    sent(null, err);
     throw err;
   }
 }
 
-function releaseLater(env: Env, chuteId: string, leaseId: string, report?: LeaseReport): Promise<void> {
-  return queueRelease(() => env.CHUTE_ROUTER.get(env.CHUTE_ROUTER.idFromName(chuteId)), chuteId, leaseId, report);
+function releaseLater(env: Env, chuteId: string, lease: HeldLease, report?: LeaseReport): Promise<void> {
+  return queueRelease(() => env.CHUTE_ROUTER.get(env.CHUTE_ROUTER.idFromName(chuteId)), chuteId, lease, report);
 }
 
 /**
@@ -93,10 +95,11 @@ export async function dispatch(opts: DispatchOptions & { first: FirstLease }): P
     if (!lease.ok && lease.code === "no_capacity" && lastFailure) throw lastFailure;
     if (!lease.ok) throw leaseError(lease.code, chute.name, attempt > 1);
     let released = false;
+    const held: HeldLease = { ...lease, weight: choiceCount(opts.request.spec), prefixes };
     const release = async (report?: LeaseReport) => {
       if (released) return;
       released = true;
-      await releaseLater(env, chute.id, lease.leaseId, report);
+      await releaseLater(env, chute.id, held, report);
     };
     const session = env.MINER_SESSION.get(env.MINER_SESSION.idFromName(lease.minerId));
     const cancel = async () => {

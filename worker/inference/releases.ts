@@ -1,4 +1,4 @@
-import type { ChuteRouter, LeaseRelease, LeaseReport } from "../../durable-objects/chute-router.ts";
+import type { AcquireResult, ChuteRouter, LeaseRelease, LeaseReport } from "../../durable-objects/chute-router.ts";
 import { log } from "../log.ts";
 import { awaitShared } from "../runtime/shared-wait.ts";
 
@@ -6,40 +6,125 @@ import { awaitShared } from "../runtime/shared-wait.ts";
  * Router slots given back by this isolate's requests, per chute: sent with the isolate's next
  * acquire for the chute (no call of their own under load), or after RELEASE_AFTER_MS in one
  * call. A slot is busy that much longer, never less.
+ *
+ * Meanwhile the isolate's next request for the chute may take the slot over instead of asking
+ * the router (one round trip less per request under load), when the router said at its last
+ * answer that nobody was waiting and slots were free besides (so no other request is kept from
+ * the slot), the finished request went well, and the new one has nothing else to be routed by
+ * (the same weight, and no conversation prefix the instance may not hold). The router hears of
+ * the handover with the next call, as it would of the release: it counts the request and notes
+ * its prefixes.
  */
 const RELEASE_AFTER_MS = 5;
+/** Handover notes alone (no slot to give back) wait this long for a call to ride with. */
+const HANDOVER_NOTE_AFTER_MS = 100;
+/** The router's "roomy" answer holds this long. */
+const ROOMY_FOR_MS = 250;
 
-interface Pending extends LeaseRelease {
+/** The lease a request took, as far as a handover needs it. */
+export interface HeldLease {
+  leaseId: string;
+  instanceId: string;
+  minerId: string;
+  weight: number;
+  /** The request's conversation prefixes (shortest first). */
+  prefixes: string[];
+}
+
+interface Pending {
+  lease: HeldLease;
+  report?: LeaseReport;
+  /** Set once the slot went to another request: what the router is told instead of a release. */
+  handedOver?: { prefixes: string[] };
+  at: number;
   resolve: () => void;
 }
 
-const pending = new Map<string, Pending[]>();
+interface ChuteReleases {
+  pending: Pending[];
+  /** When the armed flush is due (Infinity: none armed), and which timer it is (older ones do nothing). */
+  flushAt: number;
+  timer: number;
+  /** Until when the router's last answer lets slots be handed over. */
+  roomyUntil: number;
+}
+
+const chutes = new Map<string, ChuteReleases>();
 
 type Router = DurableObjectStub<ChuteRouter>;
 
-/** Queue a release; resolves once the router has it (pass it to waitUntil). */
-export function queueRelease(router: () => Router, chuteId: string, leaseId: string, report?: LeaseReport): Promise<void> {
-  let list = pending.get(chuteId);
-  if (!list) {
-    list = [];
-    pending.set(chuteId, list);
-    // The timer belongs to this request, which stays alive until its own release is sent.
-    setTimeout(() => void flush(router, chuteId), RELEASE_AFTER_MS);
+function stateOf(chuteId: string): ChuteReleases {
+  let s = chutes.get(chuteId);
+  if (!s) {
+    s = { pending: [], flushAt: Infinity, timer: 0, roomyUntil: 0 };
+    chutes.set(chuteId, s);
   }
-  const sent = new Promise<void>((resolve) => list.push({ leaseId, ...(report ? { report } : {}), resolve }));
+  return s;
+}
+
+/** Note the router's answer: whether slots may be handed over for a while. */
+export function routerSaid(chuteId: string, roomy: boolean | undefined): void {
+  stateOf(chuteId).roomyUntil = roomy ? Date.now() + ROOMY_FOR_MS : 0;
+}
+
+/** Queue a release; resolves once the router has it (pass it to waitUntil). */
+export function queueRelease(router: () => Router, chuteId: string, lease: HeldLease, report?: LeaseReport): Promise<void> {
+  const s = stateOf(chuteId);
+  const at = Date.now();
+  const sent = new Promise<void>((resolve) => s.pending.push({ lease, ...(report ? { report } : {}), at, resolve }));
+  // The timer belongs to this request, which stays alive until its own release is sent.
+  schedule(router, chuteId, s, at + RELEASE_AFTER_MS);
   return awaitShared(sent);
 }
 
 /**
- * Releases to send (with an acquire, or on their own); call `sent` once the router answered,
- * with the error when it did not.
+ * A slot given back here that a new request for the chute may take over (see above), as the
+ * router would have granted it; null when it should ask the router.
  */
-export function takeReleases(chuteId: string): { released: LeaseRelease[]; sent: (error?: unknown) => void } {
-  const list = pending.get(chuteId) ?? [];
-  pending.delete(chuteId);
+export function takeOver(chuteId: string, weight: number, prefixes: string[]): Extract<AcquireResult, { ok: true }> | null {
+  const s = chutes.get(chuteId);
+  if (!s || s.roomyUntil < Date.now()) return null;
+  for (const p of s.pending) {
+    if (p.handedOver || (p.report && p.report.result !== "ok") || p.lease.weight !== weight) continue;
+    // A conversation goes where the router's prefix affinity sends it, unless it starts like
+    // the one that held the slot (a shared system prompt, the same conversation).
+    if (prefixes.length > 0 && p.lease.prefixes[0] !== prefixes[0]) continue;
+    p.handedOver = { prefixes };
+    const { leaseId, instanceId, minerId } = p.lease;
+    return { ok: true, leaseId, instanceId, minerId, affinity: false };
+  }
+  return null;
+}
+
+function schedule(router: () => Router, chuteId: string, s: ChuteReleases, at: number): void {
+  if (s.flushAt <= at) return;
+  s.flushAt = at;
+  const timer = ++s.timer;
+  setTimeout(() => void flush(router, chuteId, timer), Math.max(0, at - Date.now()));
+}
+
+/** When the queued notes must go: soon for a slot to give back, later for handover notes alone. */
+function dueAt(s: ChuteReleases): number {
+  let due = Infinity;
+  for (const p of s.pending) due = Math.min(due, p.at + (p.handedOver ? HANDOVER_NOTE_AFTER_MS : RELEASE_AFTER_MS));
+  return due;
+}
+
+/**
+ * Releases and handover notes to send (with an acquire, or on their own); call `sent` once the
+ * router answered (with its answer), or with the error when it did not.
+ */
+export function takeReleases(chuteId: string): { released: LeaseRelease[]; sent: (answer: { roomy?: boolean } | null, error?: unknown) => void } {
+  const s = chutes.get(chuteId);
+  const list = s?.pending ?? [];
+  if (s) {
+    s.pending = [];
+    s.flushAt = Infinity;
+  }
   return {
-    released: list.map(({ leaseId, report }) => ({ leaseId, ...(report ? { report } : {}) })),
-    sent: (error) => {
+    released: list.map(({ lease, report, handedOver }) => ({ leaseId: lease.leaseId, ...(report ? { report } : {}), ...(handedOver ? { handedOver } : {}) })),
+    sent: (answer, error) => {
+      if (answer) routerSaid(chuteId, answer.roomy);
       // A router that did not answer lost its leases anyway (they live in its memory): a lost
       // release only leaves the slot to its expiry.
       if (error !== undefined && list.length > 0) {
@@ -50,13 +135,16 @@ export function takeReleases(chuteId: string): { released: LeaseRelease[]; sent:
   };
 }
 
-async function flush(router: () => Router, chuteId: string): Promise<void> {
+async function flush(router: () => Router, chuteId: string, timer: number): Promise<void> {
+  const s = chutes.get(chuteId);
+  if (!s || s.timer !== timer || s.pending.length === 0) return;
+  s.flushAt = Infinity;
+  const due = dueAt(s);
+  if (due > Date.now()) return schedule(router, chuteId, s, due);
   const { released, sent } = takeReleases(chuteId);
-  if (released.length === 0) return;
   try {
-    await router().releaseMany(released);
-    sent();
+    sent(await router().releaseMany(released));
   } catch (err) {
-    sent(err);
+    sent(null, err);
   }
 }
