@@ -94,7 +94,7 @@ export class MinerSession extends DurableObject<Env> {
       instances: [],
     };
     setAttachment(server, attachment);
-    send(server, { type: "challenge", v: PROTOCOL_VERSION, nonce: attachment.nonce });
+    send(server, { type: "challenge", v: PROTOCOL_VERSION, nonce: attachment.nonce, lines: true });
     await this.ctx.storage.setAlarm(Date.now() + AUTH_TIMEOUT_MS);
     return new Response(null, { status: 101, webSocket: client });
   }
@@ -166,17 +166,28 @@ export class MinerSession extends DurableObject<Env> {
       const att = attachmentOf(ws);
       if (!att) return ws.close(CloseCode.protocolError, "no session");
       this.lastFrameAt.set(att.sessionId, Date.now());
-      const parsed = parseAgentFrame(message);
-      if (!parsed.ok) {
-        log.warn("miner.frame_invalid", { component: "MinerSession", minerId: att.minerId, error: parsed.error });
-        return this.closeSession(ws, CloseCode.protocolError, "malformed frame");
+      if (att.state === "challenged") {
+        const parsed = parseAgentFrame(message);
+        if (!parsed.ok) return this.malformed(ws, att, parsed.error);
+        return await this.authenticate(ws, att, parsed.frame);
       }
-      if (att.state === "challenged") return await this.authenticate(ws, att, parsed.frame);
-      await this.onFrame(ws, att, parsed.frame, message);
+      // Several frames sent together, one per line (see the challenge's `lines`).
+      const texts = typeof message === "string" && message.includes("\n") ? message.split("\n") : [message];
+      for (const text of texts) {
+        const parsed = parseAgentFrame(text);
+        if (!parsed.ok) return this.malformed(ws, att, parsed.error);
+        await this.onFrame(ws, att, parsed.frame, text);
+        if (attachmentOf(ws)?.sessionId !== att.sessionId || attachmentOf(ws)?.state !== "ready") return; // the session ended meanwhile
+      }
     } catch (err) {
       log.error("miner.message_failed", { component: "MinerSession", error: String(err) });
       this.closeSession(ws, CloseCode.protocolError, "internal error");
     }
+  }
+
+  private malformed(ws: WebSocket, att: Attachment, error: string): void {
+    log.warn("miner.frame_invalid", { component: "MinerSession", minerId: att.minerId, error });
+    this.closeSession(ws, CloseCode.protocolError, "malformed frame");
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {

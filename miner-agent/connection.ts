@@ -48,6 +48,11 @@ export class GatewayConnection {
   private lastSeen = 0;
   private heartbeat: NodeJS.Timeout | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
+  /** The gateway takes several frames per message, one per line (its challenge said so). */
+  private lines = false;
+  /** Frames sent in this turn of the event loop, to go out as one message. */
+  private batch: string[] = [];
+  private batchBytes = 0;
 
   constructor(private readonly opts: ConnectionOptions) {}
 
@@ -65,20 +70,42 @@ export class GatewayConnection {
     this.connect();
   }
 
-  /** Send a frame; false when not connected. Frames are bounded in size. */
+  /**
+   * Send a frame; false when not connected. Frames are bounded in size. Once authenticated with a
+   * gateway that takes them, the frames of one turn of the event loop go out as one message (one
+   * per line, the message bounded like a frame): a job's last chunk and its end, or chunks of
+   * several jobs, cost the gateway one message.
+   */
   send(frame: AgentFrame): boolean {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
     const text = JSON.stringify(frame);
-    if (Buffer.byteLength(text) > MAX_FRAME_BYTES) {
-      log.error("frame.too_large", { type: frame.type, bytes: Buffer.byteLength(text) });
+    const bytes = Buffer.byteLength(text);
+    if (bytes > MAX_FRAME_BYTES) {
+      log.error("frame.too_large", { type: frame.type, bytes });
       return false;
     }
-    this.ws.send(text);
+    if (!this.ready || !this.lines) {
+      this.ws.send(text);
+      return true;
+    }
+    if (this.batchBytes + bytes + 1 > MAX_FRAME_BYTES) this.flushBatch();
+    if (this.batch.length === 0) setImmediate(() => this.flushBatch());
+    this.batch.push(text);
+    this.batchBytes += bytes + 1;
     return true;
+  }
+
+  private flushBatch(): void {
+    if (this.batch.length === 0) return;
+    const text = this.batch.join("\n");
+    this.batch = [];
+    this.batchBytes = 0;
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(text);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.flushBatch();
     if (this.retryTimer) clearTimeout(this.retryTimer);
     const ws = this.ws;
     if (!ws || ws.readyState === WebSocket.CLOSED) return;
@@ -126,6 +153,7 @@ export class GatewayConnection {
           ws.close(CloseCode.versionMismatch, "protocol version mismatch");
           return;
         }
+        this.lines = frame.lines === true;
         this.send({
           type: "auth",
           v: PROTOCOL_VERSION,
@@ -161,6 +189,8 @@ export class GatewayConnection {
     const wasReady = this.ready;
     this.ready = false;
     this.ws = null;
+    this.batch = []; // the lost session's frames go with it
+    this.batchBytes = 0;
     if (this.heartbeat) clearInterval(this.heartbeat);
     log.warn("gateway.closed", { code, reason });
     if (code === CloseCode.authFailed) {

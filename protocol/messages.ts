@@ -65,7 +65,17 @@ export type Credential = z.infer<typeof Credential>;
 
 // ---- gateway -> agent -------------------------------------------------------------------------
 export const GatewayFrame = z.discriminatedUnion("type", [
-  z.object({ type: z.literal("challenge"), v: z.int(), nonce: z.string() }),
+  z.object({
+    type: z.literal("challenge"),
+    v: z.int(),
+    nonce: z.string(),
+    /**
+     * Once authenticated, the agent may send frames that go out together in one message, one per
+     * line (JSON text has no raw newline): e.g. a job's last chunk and its end cost the gateway
+     * one message, not two. An agent that does not know this sends one frame per message.
+     */
+    lines: z.boolean().optional(),
+  }),
   z.object({ type: z.literal("welcome"), minerId: Id, sessionId: z.string() }),
   z.object({ type: z.literal("job"), id: JobId, instanceId: Id, spec: JobSpec, traceId: z.string().optional() }),
   z.object({ type: z.literal("cancel"), id: JobId }),

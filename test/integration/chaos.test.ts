@@ -136,8 +136,8 @@ describe("chaos", () => {
     const stop = (m: string) => running.get(m)?.child.kill("SIGSTOP");
     const resume = (m: string) => running.get(m)?.child.kill("SIGCONT");
     const chaos = async () => {
-      const connectBroken = async () => {
-        broken.push(await startBrokenAgent({ gateway: gw.url, miner: minerNamed(gw.seed, BROKEN_MINER), chute: TINY_CHUTE.name }));
+      const connectBroken = async (lines = false) => {
+        broken.push(await startBrokenAgent({ gateway: gw.url, miner: minerNamed(gw.seed, BROKEN_MINER), chute: TINY_CHUTE.name, lines }));
       };
       await sleep(1_500);
       kill("miner-a");
@@ -152,7 +152,7 @@ describe("chaos", () => {
       await sleep(2_000);
       await start(LLAMA_MINER);
       stop("miner-c");
-      await connectBroken();
+      await connectBroken(true);
       await sleep(2_500);
       resume("miner-c");
       kill("miner-a");

@@ -1,7 +1,8 @@
 /**
  * Test double of a broken miner agent: it speaks the protocol correctly up to the first job,
  * then answers it with a malformed frame (the gateway must close its session and re-route the
- * job). Real agents never do this, so a raw WebSocket client stands in for one.
+ * job). Real agents never do this, so a raw WebSocket client stands in for one. With `lines`, the
+ * malformed frame follows a valid one in the same message (frames sent together, one per line).
  */
 import WebSocket from "ws";
 import type { SeedMiner } from "../../scripts/lib/seed.ts";
@@ -14,7 +15,7 @@ export interface BrokenAgent {
   close(): void;
 }
 
-export function startBrokenAgent(opts: { gateway: string; miner: SeedMiner; chute: string }): Promise<BrokenAgent> {
+export function startBrokenAgent(opts: { gateway: string; miner: SeedMiner; chute: string; lines?: boolean }): Promise<BrokenAgent> {
   const ws = new WebSocket(`${opts.gateway.replace(/^http/, "ws")}/v1/miners/connect?miner=${encodeURIComponent(opts.miner.id)}`);
   const agent: BrokenAgent = {
     closed: new Promise((resolve) => ws.once("close", (code) => resolve(code))),
@@ -32,7 +33,8 @@ export function startBrokenAgent(opts: { gateway: string; miner: SeedMiner; chut
         resolve(agent);
       } else if (frame.type === "job") {
         agent.jobsReceived++;
-        ws.send('{"type":"chunk","id":'); // truncated JSON
+        const truncated = '{"type":"chunk","id":';
+        ws.send(opts.lines ? `${JSON.stringify({ type: "pong", t: 0 })}\n${truncated}` : truncated);
       }
     });
   });
