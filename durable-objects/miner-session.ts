@@ -67,6 +67,8 @@ const HEARTBEAT_PONG = JSON.stringify({ type: "pong", t: 0 });
 
 export class MinerSession extends DurableObject<Env> {
   private readonly jobs = new Map<string, LiveJob>();
+  /** Jobs to answer once the agent's message being read is done (their first event is in it). */
+  private readonly answerDue = new Set<string>();
   /** When each session last sent a frame (heartbeats answered by auto-response are tracked by the runtime). */
   private readonly lastFrameAt = new Map<string, number>();
   private readonly offers = new OfferBook();
@@ -173,11 +175,21 @@ export class MinerSession extends DurableObject<Env> {
       }
       // Several frames sent together, one per line (see the challenge's `lines`).
       const texts = typeof message === "string" && message.includes("\n") ? message.split("\n") : [message];
-      for (const text of texts) {
-        const parsed = parseAgentFrame(text);
-        if (!parsed.ok) return this.malformed(ws, att, parsed.error);
-        await this.onFrame(ws, att, parsed.frame, text);
-        if (attachmentOf(ws)?.sessionId !== att.sessionId || attachmentOf(ws)?.state !== "ready") return; // the session ended meanwhile
+      try {
+        for (const text of texts) {
+          const parsed = parseAgentFrame(text);
+          if (!parsed.ok) return this.malformed(ws, att, parsed.error);
+          await this.onFrame(ws, att, parsed.frame, text);
+          if (attachmentOf(ws)?.sessionId !== att.sessionId || attachmentOf(ws)?.state !== "ready") return; // the session ended meanwhile
+        }
+      } finally {
+        // Jobs whose first events came in this message are answered now, with all of them (a
+        // job that also ended in it was answered whole, without a stream).
+        for (const id of this.answerDue) {
+          const job = this.jobs.get(id);
+          if (job) this.answer(id, job);
+        }
+        this.answerDue.clear();
       }
     } catch (err) {
       log.error("miner.message_failed", { component: "MinerSession", error: String(err) });
@@ -352,7 +364,7 @@ export class MinerSession extends DurableObject<Env> {
     held.events.push(line);
     if (held.events.length > 1) return;
     held.firstAt = Date.now();
-    if (held.holdMs <= 0) this.answer(frame.id, job);
+    if (held.holdMs <= 0) this.answerDue.add(frame.id);
     else held.timer = setTimeout(() => this.answer(frame.id, job), held.holdMs);
   }
 
