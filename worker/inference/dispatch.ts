@@ -57,7 +57,7 @@ export function acquireFirst(env: Env, chute: ChuteRecord, request: NormalizedRe
   const lease = handed ? Promise.resolve(handed) : acquire(router, { chute: chute.id, avoid: [], waitMs: queueWaitMs, prefixes, weight });
   let abandoned: Promise<void> | null = null;
   const abandon = () =>
-    (abandoned ??= lease.then((l) => (l.ok ? releaseLater(env, chute.id, { ...l, weight, prefixes }) : undefined)).catch(() => undefined));
+    (abandoned ??= lease.then((l) => (l.ok ? releaseLater(env, chute.id, heldLease(l, weight, prefixes)) : undefined)).catch(() => undefined));
   return { router, prefixes, lease, abandon };
 }
 
@@ -72,6 +72,10 @@ async function acquire(router: DurableObjectStub<ChuteRouter>, req: AcquireReque
     sent(null, err);
     throw err;
   }
+}
+
+function heldLease(l: Extract<AcquireResult, { ok: true }>, weight: number, prefixes: string[]): HeldLease {
+  return { leaseId: l.leaseId, instanceId: l.instanceId, minerId: l.minerId, weight, prefixes };
 }
 
 function releaseLater(env: Env, chuteId: string, lease: HeldLease, report?: LeaseReport): Promise<void> {
@@ -95,7 +99,7 @@ export async function dispatch(opts: DispatchOptions & { first: FirstLease }): P
     if (!lease.ok && lease.code === "no_capacity" && lastFailure) throw lastFailure;
     if (!lease.ok) throw leaseError(lease.code, chute.name, attempt > 1);
     let released = false;
-    const held: HeldLease = { ...lease, weight: choiceCount(opts.request.spec), prefixes };
+    const held = heldLease(lease, choiceCount(opts.request.spec), prefixes);
     const release = async (report?: LeaseReport) => {
       if (released) return;
       released = true;
