@@ -45,6 +45,11 @@ export class JobEventReader {
     this.reader = start.rest?.getReader() ?? null;
   }
 
+  /** Whether every event of the job is already here (the session answered with the whole job). */
+  get complete(): boolean {
+    return this.reader === null;
+  }
+
   /**
    * The next event, or null when the stream ended without one. Nothing within `timeoutMs`
    * (default: the idle timeout) gives an `upstream_timeout` error event.

@@ -132,7 +132,7 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
   if (request.stream) {
     // A slow first token (long prefill, queueing, retries) gets an early 200 with SSE comment
     // keep-alives, so proxies and OpenRouter do not give up on a live request.
-    const ready = await Promise.race([dispatching.then(() => true, () => true), sleep(keepAliveMs).then(() => false)]);
+    const ready = await settledWithin(dispatching, keepAliveMs);
     if (!ready) {
       const { response, done } = keepAliveStream({
         meta,
@@ -156,4 +156,15 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
   return response;
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** Whether the promise settles within `ms` (its timer cleared when it does). */
+async function settledWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true, () => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -219,7 +219,8 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
     void writer.write(bytes).catch(cancel);
   };
   // One timer for the whole stream (not one per event): a comment whenever it was silent that long.
-  const every = opts.keepAliveMs ?? 0;
+  // (A job that came back whole cannot go silent: no timer for it.)
+  const every = job.events.complete ? 0 : (opts.keepAliveMs ?? 0);
   const keepAlive = every > 0
     ? setInterval(() => {
         if (Date.now() - wroteAt >= every - 10) send(KEEPALIVE);
