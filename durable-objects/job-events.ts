@@ -1,4 +1,5 @@
 import { JobEvent } from "../protocol/index.ts";
+import { within } from "../worker/runtime/within.ts";
 
 /**
  * What a MinerSession hands the Worker for one job: the agent's chunk/done/error frames,
@@ -56,25 +57,8 @@ export class JobEventReader {
    */
   async next(timeoutMs = this.idleTimeoutMs): Promise<JobEvent | null> {
     if (this.queue.length > 0 || !this.reader || timeoutMs === Infinity) return this.read();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const idle = new Promise<JobEvent>((resolve) => {
-      timer = setTimeout(
-        () =>
-          resolve({
-            type: "error",
-            id: "",
-            code: "upstream_timeout",
-            message: silentFor(timeoutMs),
-            retryable: false,
-          }),
-        Math.max(0, timeoutMs),
-      );
-    });
-    try {
-      return await Promise.race([this.read(), idle]);
-    } finally {
-      clearTimeout(timer);
-    }
+    const silent: JobEvent = { type: "error", id: "", code: "upstream_timeout", message: silentFor(timeoutMs), retryable: false };
+    return within(this.read(), timeoutMs, silent);
   }
 
   private async read(): Promise<JobEvent | null> {

@@ -3,6 +3,7 @@ import type { AcquireRequest, AcquireResult, ChuteRouter, LeaseReport } from "..
 import type { MinerSession } from "../../durable-objects/miner-session.ts";
 import { JobEventReader, silentFor, type JobStart } from "../../durable-objects/job-events.ts";
 import { ApiError } from "../errors.ts";
+import { within } from "../runtime/within.ts";
 import type { ChuteRecord } from "../catalog/types.ts";
 import type { NormalizedRequest } from "./normalize.ts";
 import { prefixHashes } from "./prefix.ts";
@@ -150,7 +151,7 @@ async function firstEvent(
   let start: JobStart | "timeout";
   try {
     // The first event is due by the deadline; the answer may come the hold after it.
-    start = await beforeDeadline(started, opts.deadline + holdMs);
+    start = await within(started, opts.deadline + holdMs - Date.now(), "timeout" as const);
   } catch {
     return failed("miner_disconnected", "The miner could not be reached.", true);
   }
@@ -173,19 +174,6 @@ async function firstEvent(
 
 /** A non-streaming job's events for this long after its first are collected into the session's answer. */
 const NON_STREAM_HOLD_MS = 1000;
-
-/** The promise's value, or "timeout" once `deadline` (epoch ms) has passed. */
-async function beforeDeadline<T>(promise: Promise<T>, deadline: number): Promise<T | "timeout"> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<"timeout">((resolve) => {
-    timer = setTimeout(() => resolve("timeout"), Math.max(0, deadline - Date.now()));
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Errors that count against the instance's health (not the client's or the platform's doing). */
 export function isInstanceFailure(code: string | null): boolean {

@@ -4,6 +4,7 @@ import { findChute } from "../catalog/index.ts";
 import type { AppEnv } from "../env.ts";
 import { numberVar } from "../env.ts";
 import { ApiError } from "../errors.ts";
+import { within } from "../runtime/within.ts";
 import { readJson } from "../http/json.ts";
 import { newResponseId, type Endpoint, type ResponseMeta } from "../openai/format.ts";
 import { openMeter } from "../billing/ledger.ts";
@@ -132,7 +133,7 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
   if (request.stream) {
     // A slow first token (long prefill, queueing, retries) gets an early 200 with SSE comment
     // keep-alives, so proxies and OpenRouter do not give up on a live request.
-    const ready = await settledWithin(dispatching, keepAliveMs);
+    const ready = await within(dispatching.then(() => true, () => true), keepAliveMs, false);
     if (!ready) {
       const { response, done } = keepAliveStream({
         meta,
@@ -154,17 +155,4 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
   const { response, done } = relayStream(relay);
   c.executionCtx.waitUntil(done);
   return response;
-}
-
-/** Whether the promise settles within `ms` (its timer cleared when it does). */
-async function settledWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([promise.then(() => true, () => true), late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

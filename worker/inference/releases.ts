@@ -63,7 +63,7 @@ function stateOf(chuteId: string): ChuteReleases {
 }
 
 /** Note the router's answer: whether slots may be handed over for a while. */
-export function routerSaid(chuteId: string, roomy: boolean | undefined): void {
+function routerSaid(chuteId: string, roomy: boolean | undefined): void {
   stateOf(chuteId).roomyUntil = roomy ? Date.now() + ROOMY_FOR_MS : 0;
 }
 
