@@ -177,4 +177,24 @@ describe("agent failures", () => {
     await closed; // the agent aborted its upstream request
     await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances[0]?.inflight).toBe(0);
   });
+
+  it("a non-streaming job whose first token came after the deadline is a 408 too, though it ended within the answer's hold", async () => {
+    for (const a of agents) a.kill();
+    await waitForInstances(gw, TINY_CHUTE.id, 0);
+    // The deadline is 3 s; the first token comes at 3.5 s and the job ends right after it.
+    const late = await double({ delayBeforeFirstTokenMs: 3_500 });
+    await upstreamAgent("miner-a", late, 2);
+    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    const timeouts = async () => (await gw.db.prepare("SELECT count(*) AS n, coalesce(sum(cost_nano), 0) AS cost FROM invocations WHERE error_code = 'upstream_timeout'").first<{ n: number; cost: number }>())!;
+    const before = await timeouts();
+    const err = await client.chat.completions
+      .create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "late" }], max_tokens: 5 })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(408);
+    expect((err as InstanceType<typeof OpenAI.APIError>).code).toBe("upstream_timeout");
+    // Recorded as a timeout, charged nothing.
+    await expect.poll(timeouts).toEqual({ n: before.n + 1, cost: before.cost });
+    await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances[0]?.inflight).toBe(0);
+  });
 });

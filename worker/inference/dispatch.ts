@@ -155,7 +155,8 @@ async function firstEvent(
   } catch {
     return failed("miner_disconnected", "The miner could not be reached.", true);
   }
-  if (start === "timeout") {
+  // A held answer can come up to the hold after the deadline: its first event must not have.
+  if (start === "timeout" || Date.now() - start.heldMs > opts.deadline) {
     // Nothing came in time: stop the job (which also ends the pending answer).
     await cancel().catch(() => undefined);
     void started.then((s) => s.rest?.cancel(), () => undefined);
