@@ -101,7 +101,10 @@ describe("routing", () => {
     await waitForInstances(gw, TINY_CHUTE.id, 2);
     const ids: string[] = [];
     for (let i = 0; i < 6; i++) {
-      const res = await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: `q${i}` }], max_tokens: 2 });
+      // Each request a conversation of its own (a prefix long enough to route by): none takes over
+      // the slot the last one freed on miner-b, so the router routes every one of them.
+      const content = `q${i}: ${"Please answer briefly. ".repeat(4)}`;
+      const res = await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content }], max_tokens: 2 });
       ids.push(res.id);
     }
     // Every request was served (the failures were retried invisibly on miner-b)...
