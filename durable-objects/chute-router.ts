@@ -387,8 +387,11 @@ export class ChuteRouter extends DurableObject<Env> {
     }
     const pool = candidates.length > 0 ? candidates : resting;
     if (pool.length === 0) return any ? "full" : "none";
-    pool.sort((a, b) => a.cost - b.cost || b.free - a.free || (a.inst.instanceId < b.inst.instanceId ? -1 : 1));
-    const best = pool[0]!;
+    // One pass for the best (no sort: an acquire on a large fleet costs O(instances), not more).
+    const order = (a: (typeof pool)[number], b: (typeof pool)[number]) =>
+      a.cost - b.cost || b.free - a.free || (a.inst.instanceId < b.inst.instanceId ? -1 : 1);
+    let best = pool[0]!;
+    for (const c of pool) if (order(c, best) < 0) best = c;
     for (let i = prefixes.length - 1; i >= 0; i--) {
       const owner = this.prefixes.get(prefixes[i]!);
       if (owner === undefined) continue;
