@@ -46,6 +46,11 @@ export class JobEventReader {
     this.reader = start.rest?.getReader() ?? null;
   }
 
+  /** Whether the next event is already here (next() resolves without waiting for the session). */
+  get buffered(): boolean {
+    return this.queue.length > 0;
+  }
+
   /** Whether every event of the job is already here (the session answered with the whole job). */
   get complete(): boolean {
     return this.reader === null;

@@ -213,8 +213,17 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
   const { readable, writable } = new IdentityTransformStream();
   const writer = writable.getWriter();
   // Writes are not awaited: output is bounded by max_tokens; a failed write means the client left.
+  // The events made from what the session handed over together go out as one write (one chunk
+  // on the wire): `send` queues, `flush` writes, before the relay waits for the next event.
   let wroteAt = Date.now();
+  let queued: Uint8Array[] = [];
   const send = (bytes: Uint8Array) => {
+    queued.push(bytes);
+  };
+  const flush = () => {
+    if (queued.length === 0) return;
+    const bytes = queued.length === 1 ? queued[0]! : concatBytes(queued);
+    queued = [];
     wroteAt = Date.now();
     void writer.write(bytes).catch(cancel);
   };
@@ -223,10 +232,16 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
   const every = job.events.complete ? 0 : (opts.keepAliveMs ?? 0);
   const keepAlive = every > 0
     ? setInterval(() => {
-        if (Date.now() - wroteAt >= every - 10) send(KEEPALIVE);
+        if (Date.now() - wroteAt >= every - 10) {
+          send(KEEPALIVE);
+          flush();
+        }
       }, every)
     : null;
-  const nextEvent = (): Promise<JobEvent | null> => job.events.next().catch(() => null);
+  const nextEvent = (): Promise<JobEvent | null> => {
+    if (!job.events.buffered) flush();
+    return job.events.next().catch(() => null);
+  };
 
   const pump = async () => {
     const chat = meta.endpoint === "chat";
@@ -268,6 +283,7 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
       void job.cancel().catch(() => undefined); // a silent job still holds the engine
     }
     send(SSE_DONE);
+    flush();
   };
   const done = pump().finally(() => {
     if (keepAlive) clearInterval(keepAlive);
@@ -282,6 +298,16 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
     },
   });
   return { response, done };
+}
+
+function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 /** Collect the whole job and answer with one JSON body. */
