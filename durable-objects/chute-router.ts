@@ -184,7 +184,7 @@ export class ChuteRouter extends DurableObject<Env> {
    */
   releaseMany(released: LeaseRelease[]): { roomy: boolean } {
     for (const r of released) {
-      if (r.handedOver) this.handedOver(r.leaseId, r.report, r.handedOver.prefixes);
+      if (r.handedOver) this.handedOver(r.leaseId, r.report, r.handedOver);
       else this.release(r.leaseId, r.report);
     }
     return { roomy: this.roomy() };
@@ -193,17 +193,19 @@ export class ChuteRouter extends DurableObject<Env> {
   /**
    * A lease's request ended and the isolate gave its slot to its next request: the report counts
    * for the instance, the new request counts as routed (the scaler reads that), its prefixes point
-   * at the instance, and the lease lives on. A lease the router no longer knows (it expired, or the
-   * router restarted) is not revived: that request runs uncounted, as one holding a lost lease would.
+   * at the instance, and the lease lives on. A lease the router no longer knows is not revived:
+   * its release overtook this note (two calls in flight from one isolate; the requests still
+   * count, for the instance the note names), or it expired or the router restarted.
    */
-  private handedOver(leaseId: string, report: LeaseReport | undefined, prefixes: string[]): void {
+  private handedOver(leaseId: string, report: LeaseReport | undefined, note: { prefixes: string[]; instanceId?: string }): void {
     const lease = this.leases.get(leaseId);
-    if (!lease) return;
-    if (report) this.observe(lease.instanceId, report);
+    const instanceId = lease?.instanceId ?? note.instanceId;
+    if (instanceId === undefined || !this.instances.has(instanceId)) return;
+    if (report) this.observe(instanceId, report);
     this.requests++;
     this.handovers++;
-    lease.expiresAt = Date.now() + LEASE_TTL_MS;
-    this.remember(prefixes, lease.instanceId);
+    if (lease) lease.expiresAt = Date.now() + LEASE_TTL_MS;
+    this.remember(note.prefixes, instanceId);
   }
 
   /** Replace the instances one miner serves for this chute (an empty list removes them all). */

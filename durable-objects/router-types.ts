@@ -39,9 +39,10 @@ export interface LeaseRelease {
   /**
    * The isolate handed the slot straight to its next request for the chute (which holds the
    * lease now, and releases it in turn): the router counts that request and notes its prefixes,
-   * the slot stays taken.
+   * the slot stays taken. `instanceId` is the lease's: the request counts for it even when the
+   * lease's own release overtook this note (two calls in flight from one isolate).
    */
-  handedOver?: { prefixes: string[] };
+  handedOver?: { prefixes: string[]; instanceId?: string };
 }
 
 export type AcquireResult =

@@ -35,7 +35,7 @@ interface Pending {
   lease: HeldLease;
   report?: LeaseReport;
   /** Set once the slot went to another request: what the router is told instead of a release. */
-  handedOver?: { prefixes: string[] };
+  handedOver?: { prefixes: string[]; instanceId: string };
   at: number;
   resolve: () => void;
 }
@@ -89,7 +89,7 @@ export function takeOver(chuteId: string, weight: number, prefixes: string[]): E
     // A conversation goes where the router's prefix affinity sends it, unless it starts like
     // the one that held the slot (a shared system prompt, the same conversation).
     if (prefixes.length > 0 && p.lease.prefixes[0] !== prefixes[0]) continue;
-    p.handedOver = { prefixes };
+    p.handedOver = { prefixes, instanceId: p.lease.instanceId };
     const { leaseId, instanceId, minerId } = p.lease;
     return { ok: true, leaseId, instanceId, minerId, affinity: false };
   }
