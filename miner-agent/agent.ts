@@ -77,6 +77,8 @@ export class MinerAgent {
       },
       onFrame: (frame) => this.onFrame(frame),
       onLost: () => {
+        // A draining agent has nothing to come back for: its jobs end with the connection.
+        if (this.draining) this.conn?.stopReconnecting();
         this.runner.abortAll("gateway connection lost");
         this.writeStatus();
       },

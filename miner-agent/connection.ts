@@ -103,6 +103,12 @@ export class GatewayConnection {
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(text);
   }
 
+  /** Do not reconnect when this connection is lost (the agent is on its way out). */
+  stopReconnecting(): void {
+    this.stopped = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     this.flushBatch();

@@ -43,4 +43,16 @@ describe("agent reconnection", () => {
     }
     expect((await ask()).usage!.completion_tokens).toBe(4);
   });
+
+  it("a draining agent whose gateway goes away does not reconnect: it finishes draining and exits", async () => {
+    agent.kill("SIGTERM");
+    await agent.waitFor((l) => l.event === "agent.draining");
+    await gw.reload(); // within the drain's 1 s grace for stragglers
+    const drainedAt = agent.logs.findIndex((l) => l.event === "agent.draining");
+    await agent.waitFor((l) => l.event === "gateway.closed" && agent.logs.indexOf(l) > drainedAt);
+    expect(await agent.exited).toBe(0);
+    const afterDrain = agent.logs.slice(drainedAt);
+    expect(afterDrain.map((l) => l.event)).not.toContain("gateway.reconnecting");
+    expect(afterDrain.map((l) => l.event)).toContain("agent.stopped");
+  });
 });
