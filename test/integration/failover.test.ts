@@ -31,6 +31,16 @@ async function double(opts: Parameters<typeof startUpstreamDouble>[0]): Promise<
   return u;
 }
 
+/** Every agent stopped; then one agent, on a new upstream double, is the chute's only instance. */
+async function soleAgent(minerId: string, opts: Parameters<typeof startUpstreamDouble>[0], parallel: number): Promise<UpstreamDouble> {
+  for (const a of agents) a.kill();
+  await waitForInstances(gw, TINY_CHUTE.id, 0);
+  const upstream = await double(opts);
+  await upstreamAgent(minerId, upstream, parallel);
+  await waitForInstances(gw, TINY_CHUTE.id, 1);
+  return upstream;
+}
+
 beforeAll(async () => {
   gw = await startGateway({
     seed: makeSeed({ minerNames: ["miner-a", "miner-b", "miner-c", "miner-d", "miner-e", "miner-f"] }),
@@ -106,11 +116,7 @@ describe("agent failures", () => {
   });
 
   it("a miner that goes silent mid-stream: the stream ends with an error after the idle timeout and the engine is cancelled", async () => {
-    for (const a of agents) a.kill();
-    await waitForInstances(gw, TINY_CHUTE.id, 0);
-    const silent = await double({ stallAfterTokens: 2 });
-    await upstreamAgent("miner-d", silent, 2);
-    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    const silent = await soleAgent("miner-d", { stallAfterTokens: 2 }, 2);
     const closed = new Promise((resolve) => silent.events.once("client-closed", resolve));
     const stream = await client.chat.completions.create({
       model: TINY_CHUTE.name,
@@ -133,11 +139,7 @@ describe("agent failures", () => {
   // The client's disconnect shows up in workerd either as a cancelled request (request.signal
   // aborts) or as a failed write of the response body (the relay's writes reject); either cancels.
   it("a client disconnect mid-stream cancels the job: the engine's upstream request is closed, the slot freed", async () => {
-    for (const a of agents) a.kill();
-    await waitForInstances(gw, TINY_CHUTE.id, 0);
-    const paced = await double({ delayPerTokenMs: 5 }); // 1000 tokens take 5 s
-    await upstreamAgent("miner-e", paced, 2);
-    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    const paced = await soleAgent("miner-e", { delayPerTokenMs: 5 }, 2); // 1000 tokens take 5 s
 
     const req = request(`${gw.baseURL}/chat/completions`, {
       method: "POST",
@@ -160,11 +162,7 @@ describe("agent failures", () => {
   });
 
   it("no first token before the deadline: 408 (OpenRouter's timeout status), and the job is cancelled on the agent", async () => {
-    for (const a of agents) a.kill();
-    await waitForInstances(gw, TINY_CHUTE.id, 0);
-    const stalled = await double({ stallBeforeFirstToken: true });
-    await upstreamAgent("miner-f", stalled, 2);
-    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    const stalled = await soleAgent("miner-f", { stallBeforeFirstToken: true }, 2);
     const closed = new Promise((resolve) => stalled.events.once("client-closed", resolve));
     const started = Date.now();
     const err = await client.chat.completions
@@ -179,12 +177,8 @@ describe("agent failures", () => {
   });
 
   it("a non-streaming job whose first token came after the deadline is a 408 too, though it ended within the answer's hold", async () => {
-    for (const a of agents) a.kill();
-    await waitForInstances(gw, TINY_CHUTE.id, 0);
     // The deadline is 3 s; the first token comes at 3.5 s and the job ends right after it.
-    const late = await double({ delayBeforeFirstTokenMs: 3_500 });
-    await upstreamAgent("miner-a", late, 2);
-    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    await soleAgent("miner-a", { delayBeforeFirstTokenMs: 3_500 }, 2);
     const timeouts = async () => (await gw.db.prepare("SELECT count(*) AS n, coalesce(sum(cost_nano), 0) AS cost FROM invocations WHERE error_code = 'upstream_timeout'").first<{ n: number; cost: number }>())!;
     const before = await timeouts();
     const err = await client.chat.completions
