@@ -41,6 +41,15 @@ async function soleAgent(minerId: string, opts: Parameters<typeof startUpstreamD
   return upstream;
 }
 
+/** A non-streaming request that must end in 408 `upstream_timeout`. */
+async function expectTimeout(content: string): Promise<void> {
+  const err = await client.chat.completions
+    .create({ model: TINY_CHUTE.name, messages: [{ role: "user", content }], max_tokens: 5 })
+    .catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(OpenAI.APIError);
+  expect(err).toMatchObject({ status: 408, code: "upstream_timeout" });
+}
+
 beforeAll(async () => {
   gw = await startGateway({
     seed: makeSeed({ minerNames: ["miner-a", "miner-b", "miner-c", "miner-d", "miner-e", "miner-f"] }),
@@ -165,12 +174,7 @@ describe("agent failures", () => {
     const stalled = await soleAgent("miner-f", { stallBeforeFirstToken: true }, 2);
     const closed = new Promise((resolve) => stalled.events.once("client-closed", resolve));
     const started = Date.now();
-    const err = await client.chat.completions
-      .create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "hi" }], max_tokens: 5 })
-      .catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(OpenAI.APIError);
-    expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(408);
-    expect((err as InstanceType<typeof OpenAI.APIError>).code).toBe("upstream_timeout");
+    await expectTimeout("hi");
     expect(Date.now() - started).toBeGreaterThanOrEqual(2_900);
     await closed; // the agent aborted its upstream request
     await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances[0]?.inflight).toBe(0);
@@ -181,12 +185,7 @@ describe("agent failures", () => {
     await soleAgent("miner-a", { delayBeforeFirstTokenMs: 3_500 }, 2);
     const timeouts = async () => (await gw.db.prepare("SELECT count(*) AS n, coalesce(sum(cost_nano), 0) AS cost FROM invocations WHERE error_code = 'upstream_timeout'").first<{ n: number; cost: number }>())!;
     const before = await timeouts();
-    const err = await client.chat.completions
-      .create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "late" }], max_tokens: 5 })
-      .catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(OpenAI.APIError);
-    expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(408);
-    expect((err as InstanceType<typeof OpenAI.APIError>).code).toBe("upstream_timeout");
+    await expectTimeout("late");
     // Recorded as a timeout, charged nothing.
     await expect.poll(timeouts).toEqual({ n: before.n + 1, cost: before.cost });
     await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances[0]?.inflight).toBe(0);
