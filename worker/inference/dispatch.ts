@@ -155,8 +155,10 @@ async function firstEvent(
   } catch {
     return failed("miner_disconnected", "The miner could not be reached.", true);
   }
+  // When the first event reached the session (a held answer is that much later).
+  const firstAt = start === "timeout" ? Infinity : Date.now() - start.heldMs;
   // A held answer can come up to the hold after the deadline: its first event must not have.
-  if (start === "timeout" || Date.now() - start.heldMs > opts.deadline) {
+  if (start === "timeout" || firstAt > opts.deadline) {
     // Nothing came in time: stop the job (which also ends the pending answer).
     await cancel().catch(() => undefined);
     void started.then((s) => s.rest?.cancel(), () => undefined);
@@ -167,7 +169,7 @@ async function firstEvent(
     const ev = await reader.next();
     if (ev === null) return failed("miner_disconnected", "The miner closed the job without an answer.", true);
     if (ev.type === "error") return failed(ev.code, ev.message, ev.retryable);
-    return { ...ev, reader, at: Date.now() - start.heldMs };
+    return { ...ev, reader, at: firstAt };
   } catch {
     return failed("bad_upstream_response", "The miner sent an invalid response.", true);
   }
