@@ -35,7 +35,7 @@ interface Pending {
   lease: HeldLease;
   report?: LeaseReport;
   /** Set once the slot went to another request: what the router is told instead of a release. */
-  handedOver?: { prefixes: string[]; instanceId: string };
+  handedOver?: { prefixes: string[] };
   at: number;
   resolve: () => void;
 }
@@ -89,7 +89,7 @@ export function takeOver(chuteId: string, weight: number, prefixes: string[]): E
     // A conversation goes where the router's prefix affinity sends it, unless it starts like
     // the one that held the slot (a shared system prompt, the same conversation).
     if (prefixes.length > 0 && p.lease.prefixes[0] !== prefixes[0]) continue;
-    p.handedOver = { prefixes, instanceId: p.lease.instanceId };
+    p.handedOver = { prefixes };
     const { leaseId, instanceId, minerId } = p.lease;
     return { ok: true, leaseId, instanceId, minerId, affinity: false };
   }
@@ -122,7 +122,11 @@ export function takeReleases(chuteId: string): { released: LeaseRelease[]; sent:
     s.flushAt = Infinity;
   }
   return {
-    released: list.map(({ lease, report, handedOver }) => ({ leaseId: lease.leaseId, ...(report ? { report } : {}), ...(handedOver ? { handedOver } : {}) })),
+    released: list.map(({ lease, report, handedOver }) => ({
+      leaseId: lease.leaseId,
+      ...(report ? { report } : {}),
+      ...(handedOver ? { handedOver: { ...handedOver, instanceId: lease.instanceId } } : {}),
+    })),
     sent: (answer, error) => {
       if (answer) routerSaid(chuteId, answer.roomy);
       // A router that did not answer lost its leases anyway (they live in its memory): a lost
