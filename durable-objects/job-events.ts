@@ -1,5 +1,4 @@
 import { JobEvent } from "../protocol/index.ts";
-import { within } from "../worker/runtime/within.ts";
 
 /**
  * What a MinerSession hands the Worker for one job: the agent's chunk/done/error frames,
@@ -36,6 +35,9 @@ export class JobEventReader {
   // The session validated each event against JobEvent before handing it over (unknown fields
   // may remain; nothing reads them), so the Worker does not validate it again.
   private queue: JobEvent[];
+  private lastEventAt = Date.now();
+  private silent: Promise<JobEvent> | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     start: JobStart,
@@ -57,20 +59,39 @@ export class JobEventReader {
   }
 
   /**
-   * The next event, or null when the stream ended without one. Nothing within `timeoutMs`
-   * (default: the idle timeout) gives an `upstream_timeout` error event.
+   * The next event, or null when the stream ended without one. A job silent for the idle timeout
+   * gives an `upstream_timeout` error event.
    */
-  async next(timeoutMs = this.idleTimeoutMs): Promise<JobEvent | null> {
-    if (this.queue.length > 0 || !this.reader || timeoutMs === Infinity) return this.read();
-    const silent: JobEvent = { type: "error", id: "", code: "upstream_timeout", message: silentFor(timeoutMs), retryable: false };
-    return within(this.read(), timeoutMs, silent);
+  next(): Promise<JobEvent | null> {
+    if (this.queue.length > 0 || !this.reader || this.idleTimeoutMs === Infinity) return this.read();
+    return Promise.race([this.read(), this.silence()]);
+  }
+
+  /**
+   * Settles once the stream has been silent for the idle timeout. One timer for the whole job,
+   * not one per event: it is set again only when it fires while events keep coming.
+   */
+  private silence(): Promise<JobEvent> {
+    return (this.silent ??= new Promise<JobEvent>((resolve) => {
+      const check = () => {
+        const quiet = Date.now() - this.lastEventAt;
+        if (quiet < this.idleTimeoutMs) return void (this.timer = setTimeout(check, this.idleTimeoutMs - quiet));
+        this.timer = undefined;
+        resolve({ type: "error", id: "", code: "upstream_timeout", message: silentFor(this.idleTimeoutMs), retryable: false });
+      };
+      this.timer = setTimeout(check, this.idleTimeoutMs);
+    }));
   }
 
   private async read(): Promise<JobEvent | null> {
     while (this.queue.length === 0) {
       if (!this.reader) return null;
       const { done, value } = await this.reader.read();
-      if (done) return null;
+      if (done) {
+        this.stopTimer();
+        return null;
+      }
+      this.lastEventAt = Date.now();
       this.buffer += this.decoder.decode(value, { stream: true });
       let nl: number;
       while ((nl = this.buffer.indexOf("\n")) >= 0) {
@@ -82,7 +103,13 @@ export class JobEventReader {
     return this.queue.shift() ?? null;
   }
 
+  private stopTimer(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
   async cancel(reason?: unknown): Promise<void> {
+    this.stopTimer();
     await this.reader?.cancel(reason).catch(() => undefined);
   }
 }
