@@ -8,6 +8,7 @@ import {
   errorChunk,
   sseEvent,
   streamChunk,
+  textEventEncoder,
   usageBody,
   usageChunk,
   type ResponseMeta,
@@ -246,6 +247,7 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
   const pump = async () => {
     const chat = meta.endpoint === "chat";
     const states = choiceStates(opts);
+    const textEvent = textEventEncoder(meta);
     // A choice's first chunk names the role (chat), or carries its echoed prompt (completions).
     const open = (c: ChoiceState, promptLogprobs?: ChunkEvent["promptLogprobs"]) => {
       if (c.opened) return;
@@ -261,7 +263,9 @@ export function relayStream(opts: RelayOptions): { response: Response; done: Pro
       }
       open(c, ev.promptLogprobs);
       tally.chunk(ev);
-      send(sseEvent(streamChunk(meta, { index: c.index, text: ev.text || (ev.toolCalls?.length ? null : ""), toolCalls: ev.toolCalls, logprobs: ev.logprobs, textOffset: c.textOffset }, null)));
+      send(ev.toolCalls?.length || ev.logprobs?.length
+        ? sseEvent(streamChunk(meta, { index: c.index, text: ev.text || (ev.toolCalls?.length ? null : ""), toolCalls: ev.toolCalls, logprobs: ev.logprobs, textOffset: c.textOffset }, null))
+        : textEvent(c.index, ev.text));
       c.textOffset += ev.text.length;
       ev = await nextEvent();
       if (tally.ended) return; // the client went away meanwhile

@@ -132,6 +132,19 @@ export function streamChunk(meta: ResponseMeta, delta: ChunkDelta, finish: Strea
   };
 }
 
+/**
+ * The SSE events of chunks that carry only text (no role, tool calls, logprobs or finish): most
+ * of a stream's events. The same bytes as `sseEvent(streamChunk(meta, { index, text }, null))`,
+ * with the parts every such event of the stream shares encoded once.
+ */
+export function textEventEncoder(meta: ResponseMeta): (index: number, text: string) => Uint8Array {
+  const chat = meta.endpoint === "chat";
+  const head = `data: {"id":${JSON.stringify(meta.id)},"created":${meta.created},"model":${JSON.stringify(meta.model)},"object":${chat ? '"chat.completion.chunk"' : '"text_completion"'},"choices":[{"index":`;
+  const field = chat ? ',"delta":{"content":' : ',"text":';
+  const tail = `${chat ? "}" : ""},"logprobs":null,"finish_reason":null}]${meta.includeUsage ? ',"usage":null' : ""}}\n\n`;
+  return (index, text) => encoder.encode(head + index + field + JSON.stringify(text) + tail);
+}
+
 /** The usage-only chunk sent before `[DONE]` when `stream_options.include_usage` is set. */
 export function usageChunk(meta: ResponseMeta, usage: UsageBody): object {
   const object = meta.endpoint === "chat" ? "chat.completion.chunk" : "text_completion";
