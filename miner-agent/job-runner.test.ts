@@ -48,6 +48,26 @@ describe("job runner", () => {
     }
   });
 
+  it("jobs streaming at once send their frames on the same ticks (one message, not one per job)", async () => {
+    upstream.set({ delayPerTokenMs: 2 });
+    try {
+      const sent: { id: string; at: number }[] = [];
+      const runner = new JobRunner((f) => (f.type === "chunk" && sent.push({ id: f.id, at: performance.now() }), true), () => 0);
+      const a = runner.run(instance(), "j5", job(60), undefined);
+      // The second job starts out of step with the first: its own timer would put its frames between the first's.
+      await new Promise((r) => setTimeout(r, 7));
+      await Promise.all([a, runner.run(instance(), "j6", job(60), undefined)]);
+      // Each job's first frame goes at once and its last when it ends: the ones between are ticked.
+      const between = (id: string) => sent.filter((s) => s.id === id).slice(1, -1);
+      const [mine, theirs] = [between("j6"), between("j5")];
+      expect(mine.length).toBeGreaterThanOrEqual(3);
+      const shared = mine.filter((s) => theirs.some((t) => Math.abs(t.at - s.at) < 1)).length;
+      expect(shared).toBeGreaterThanOrEqual(Math.ceil(mine.length * 0.75));
+    } finally {
+      upstream.reset();
+    }
+  });
+
   it("bounds the outbound buffer: a job whose output the gateway does not read ends with an error", async () => {
     const frames: AgentFrame[] = [];
     // The socket reports a backlog above the limit, as when the gateway stopped reading.

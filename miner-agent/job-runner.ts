@@ -41,9 +41,11 @@ interface RunningJob {
 /** Embedding vectors are sent in frames of at most about this many bytes (the frame limit is 1 MiB). */
 const EMBEDDING_FRAME_BYTES = 512 * 1024;
 /**
- * After a chunk frame, a job's next one waits this long (the first goes at once): an engine that
- * yields one token at a time would otherwise cost a frame, a validation and an SSE event per
- * token at every hop. 50 frames a second is still a smooth stream.
+ * A job that sent a chunk frame within this long waits for the next tick of a clock shared by all
+ * jobs (ticks this far apart) for its next one; otherwise its output goes at once (so its first
+ * one does). An engine that yields one token at a time would otherwise cost a frame, a
+ * validation and an SSE event per token at every hop, and jobs streaming together share a
+ * message. At most about 50 frames a second per job is still a smooth stream.
  */
 export const FRAME_INTERVAL_MS = 20;
 /** Deltas are coalesced into one frame until this many bytes are pending. */
@@ -62,6 +64,9 @@ export const OUTBOUND_LIMIT = 16 << 20;
  */
 export class JobRunner {
   private readonly jobs = new Map<string, RunningJob>();
+  /** Jobs whose pending output goes out on the next shared tick. */
+  private readonly due = new Set<RunningJob>();
+  private tick: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly send: (frame: AgentFrame) => boolean,
@@ -266,12 +271,25 @@ export class JobRunner {
       if (this.bufferedAmount() > OUTBOUND_LIMIT) return this.overflow(job);
       return this.flush(job);
     }
-    if (!job.flushScheduled) {
-      job.flushScheduled = true;
-      const wait = job.lastFrameAt + FRAME_INTERVAL_MS - performance.now();
-      if (wait > 0) setTimeout(() => this.scheduledFlush(job), wait);
-      else setImmediate(() => this.scheduledFlush(job));
+    if (job.flushScheduled) return;
+    job.flushScheduled = true;
+    if (performance.now() - job.lastFrameAt >= FRAME_INTERVAL_MS) return void setImmediate(() => this.scheduledFlush(job));
+    // Every job waiting for its next frame goes out on one shared tick, so the frames of jobs
+    // that stream at once (a batched engine's sequences) leave in the same turn: one message.
+    this.due.add(job);
+    this.tick ??= setInterval(() => this.onTick(), FRAME_INTERVAL_MS);
+  }
+
+  /** The shared tick: runs while jobs wait for it, and stops at the first tick none does. */
+  private onTick(): void {
+    if (this.due.size === 0) {
+      clearInterval(this.tick ?? undefined);
+      this.tick = null;
+      return;
     }
+    const due = [...this.due];
+    this.due.clear();
+    for (const job of due) this.scheduledFlush(job);
   }
 
   private scheduledFlush(job: RunningJob): void {
