@@ -103,6 +103,8 @@ export class Wallet {
   private typicalNano = 0;
   /** A call giving the lease back is under way: requests go to the ledger directly meanwhile. */
   closing = false;
+  /** When that call began (Date.now()). */
+  closingSince = 0;
   /** Resolved when the wallet has closed or is busy again (the last request waits for it). */
   private quietWaiters: (() => void)[] = [];
 
@@ -261,6 +263,7 @@ export class Wallet {
   /** Give everything back: the rest of the lease, and unused rate grants. */
   private async close(): Promise<void> {
     this.closing = true;
+    this.closingSince = Date.now();
     try {
       await this.call(true);
       if (this.held === 0 && this.idle() && this.queue.length === 0) {
@@ -427,6 +430,11 @@ async function callWithRetry(ledger: () => LedgerStub, accountId: string, req: L
 }
 
 const wallets = new Map<string, Wallet>();
+/**
+ * A wallet still giving its lease back after this long is taken as stuck. Its call is retried
+ * for at most a few hundred milliseconds, so this is far beyond any call that is only slow.
+ */
+const CLOSE_STUCK_MS = 10_000;
 /** Requests of each account in flight in this isolate on the per-request path. */
 const direct = new Map<string, number>();
 
@@ -436,11 +444,20 @@ const direct = new Map<string, number>();
  * more than its own worst case).
  */
 export function busyWallet(accountId: string, ledger: () => LedgerStub): Wallet | null {
-  const open = wallets.get(accountId);
-  if (open?.closing) return null;
+  let open = wallets.get(accountId);
+  if (open?.closing) {
+    if (Date.now() - open.closingSince < CLOSE_STUCK_MS) return null;
+    // Its call never answered (the request it was made for may have been torn down with it): the
+    // wallet is left behind, its lease expires on the ledger, and a new one may take its place.
+    log.error("wallet.close_stuck", { component: "gateway", accountId, closingForMs: Date.now() - open.closingSince });
+    wallets.delete(accountId);
+    open = undefined;
+  }
   if (open?.active) return open;
   if ((direct.get(accountId) ?? 0) === 0) return null;
-  const wallet = open ?? new Wallet(accountId, ledger, () => wallets.delete(accountId));
+  const wallet = open ?? new Wallet(accountId, ledger, () => {
+    if (wallets.get(accountId) === wallet) wallets.delete(accountId);
+  });
   wallets.set(accountId, wallet);
   return wallet;
 }
