@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TINY_CHUTE } from "../../scripts/lib/seed.ts";
 import { startAgent, type AgentProcess } from "../support/agent-process.ts";
 import { startGateway, TEST_SECRETS, type Gateway } from "../support/gateway.ts";
-import { waitForInstances } from "../support/router.ts";
+import { routerSnapshot, waitForInstances } from "../support/router.ts";
 import { startUpstreamDouble, type UpstreamDouble } from "../support/upstream-double.ts";
 
 /**
@@ -359,6 +359,9 @@ describe("a chute served by a real agent", () => {
 
   it("GET shows instances, in-flight requests, utilization, request counts, TTFT and tokens/s percentiles, the scaler", async () => {
     for (let i = 0; i < 3; i++) expect((await chat(keyB, chute.name)).status).toBe(200);
+    // A request's slot goes back to the router a few ms after its answer (a request that took
+    // the slot over is told to it up to 100 ms later): the view is read once it has them all.
+    await expect.poll(async () => (await routerSnapshot(gw, chute.id)).instances.map((i) => [i.inflight, i.health.served])).toEqual([[0, 3]]);
     const live = await call<LiveChute>("GET", `/chutes/${chute.id}`, keyB);
     expect(live.status).toBe(200);
     expect(live.body).toMatchObject({ id: chute.id, name: "acme/served" });
