@@ -2,6 +2,7 @@ import type { AccountLedger } from "../../durable-objects/account-ledger.ts";
 import type { LeaseSync, LeaseSyncResult, RateRequest, RateState } from "../../durable-objects/ledger-types.ts";
 import { log } from "../log.ts";
 import { awaitShared } from "../runtime/shared-wait.ts";
+import { SharedTimer } from "../runtime/shared-timer.ts";
 
 /**
  * An isolate's wallet for one account: a slice of the account's balance (a lease, held on the
@@ -98,8 +99,9 @@ export class Wallet {
   private waiting: WalletAsk[] = [];
   private calls = 0;
   private lastCallAt = 0;
-  private flushTimer: ReturnType<typeof setTimeout> | null = null;
-  private idleTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Sends the queued charges (armed by whichever request settles first, cancelled by any call). */
+  private readonly flushTimer = new SharedTimer();
+  private readonly idleTimer = new SharedTimer();
   private typicalNano = 0;
   /** A call giving the lease back is under way: requests go to the ledger directly meanwhile. */
   closing = false;
@@ -214,10 +216,7 @@ export class Wallet {
     this.unapplied += charge;
     // Created by this request, whose lifetime (waitUntil) lasts until the flush resolves it.
     const applied = new Promise<number>((resolve) => this.queue.push({ id: ask.invocationId, costNano: charge, resolve }));
-    this.flushTimer ??= setTimeout(() => {
-      this.flushTimer = null;
-      this.call(false).catch(() => undefined);
-    }, FLUSH_AFTER_MS);
+    this.flushTimer.arm(FLUSH_AFTER_MS, () => this.call(false).catch(() => undefined));
     return awaitShared(applied).then((charged) => {
       this.maybeIdle();
       return charged;
@@ -238,19 +237,15 @@ export class Wallet {
   }
 
   private maybeIdle(): void {
-    if (!this.idle() || this.idleTimer !== null) return;
-    this.idleTimer = setTimeout(() => {
-      this.idleTimer = null;
+    if (!this.idle()) return;
+    this.idleTimer.arm(IDLE_CLOSE_MS, () => {
       if (this.idle()) this.close().catch(() => undefined);
       else this.wake();
-    }, IDLE_CLOSE_MS);
+    });
   }
 
   private cancelIdle(): void {
-    if (this.idleTimer !== null) {
-      clearTimeout(this.idleTimer);
-      this.idleTimer = null;
-    }
+    this.idleTimer.cancel();
     this.wake();
   }
 
@@ -281,10 +276,7 @@ export class Wallet {
    * waiting (plus a slice), rate grants. Calls may overlap; the ledger's version orders answers.
    */
   private async call(closing: boolean): Promise<void> {
-    if (this.flushTimer !== null) {
-      clearTimeout(this.flushTimer);
-      this.flushTimer = null;
-    }
+    this.flushTimer.cancel();
     const batch = this.queue;
     this.queue = [];
     const batchNano = sum(batch);
@@ -309,12 +301,7 @@ export class Wallet {
       // not charged (logged).
       this.queue = [...batch, ...this.queue];
       log.error("wallet.sync_failed", { component: "gateway", accountId: this.accountId, charges: batch.length, error: String(err) });
-      if (this.queue.length > 0 && this.flushTimer === null) {
-        this.flushTimer = setTimeout(() => {
-          this.flushTimer = null;
-          this.call(false).catch(() => undefined);
-        }, RETRY_AFTER_MS);
-      }
+      if (this.queue.length > 0) this.flushTimer.arm(RETRY_AFTER_MS, () => this.call(false).catch(() => undefined));
       throw err;
     } finally {
       this.calls--;
