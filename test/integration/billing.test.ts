@@ -306,6 +306,40 @@ describe("metering on the real path", () => {
     expect((await ledger.audit()).ok).toBe(true);
   });
 
+  it("a client sending requests one after another is admitted from the slice after its first request: no hold per request", async () => {
+    const messages = [{ role: "user" as const, content: "One at a time." }];
+    const hold = worstCaseNano(chute, { kind: "chat", messages, params: { maxTokens: 4 } });
+    const creditNano = 400 * hold;
+    const key = await addAccount(p.gw, "acct-serial", creditNano);
+    const ledger = await ledgerOf(p.gw, "acct-serial");
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const res = await fetch(`${p.gw.baseURL}/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: TINY_CHUTE.name, messages, max_tokens: 4, seed: i }),
+      });
+      expect(res.status).toBe(200);
+      ids.push(((await res.json()) as { id: string }).id);
+    }
+    const entries = await ledger.entries(1000);
+    const holds = entries.filter((e) => e.kind === "hold");
+    // The first request is a lone one (a hold of its own); the ones right after it are admitted
+    // from one lease on the account's balance.
+    expect(holds.filter((e) => ids.includes(e.ref)).map((e) => e.ref)).toEqual([ids[0]]);
+    expect(holds.filter((e) => e.ref.startsWith("lease:"))).toHaveLength(1);
+    // Quiet: the slice goes back; each request charged once, and the money reconciles.
+    await expect.poll(async () => (await ledger.summary("acct-serial")).holds, { timeout: 10_000 }).toBe(0);
+    const settles = (await ledger.entries(1000)).filter((e) => e.kind === "settle");
+    expect(settles.map((e) => e.ref).sort()).toEqual([...ids].sort());
+    await expect.poll(async () => (await p.gw.db.prepare("SELECT count(*) AS n FROM invocations WHERE account_id = 'acct-serial'").first<{ n: number }>())?.n).toBe(6);
+    const rows = (await p.gw.db.prepare("SELECT * FROM invocations WHERE account_id = 'acct-serial'").all<InvocationRow>()).results;
+    const charged = rows.reduce((s, r) => s + r.cost_nano, 0);
+    expect(charged).toBeGreaterThan(0);
+    expect(await ledger.summary("acct-serial")).toEqual({ balanceNano: creditNano - charged, heldNano: 0, availableNano: creditNano - charged, holds: 0 });
+    expect((await ledger.audit()).ok).toBe(true);
+  });
+
   it("the miner's earnings endpoint totals its share, and reconciles with what accounts were charged", async () => {
     const miner = p.gw.seed.miners[0]!;
     const unauth = await fetch(`${p.gw.baseURL}/miners/${miner.id}/earnings`, { headers: signedHeaders({ ...miner, secretSeed: "11".repeat(32) }) });
@@ -323,7 +357,7 @@ describe("metering on the real path", () => {
     expect(body.days.map((d) => d.day)).toEqual([new Date().toISOString().slice(0, 10)]);
     // What the accounts lost is exactly what was charged for the invocations served.
     let lost = 0;
-    for (const acct of ["acct-dev", "acct-poor", "acct-fifty", "acct-busy"]) {
+    for (const acct of ["acct-dev", "acct-poor", "acct-fifty", "acct-busy", "acct-serial"]) {
       const credits = await p.gw.db.prepare("SELECT sum(amount_nano) AS s FROM credits WHERE account_id = ?").bind(acct).first<{ s: number }>();
       lost += credits!.s - (await (await ledgerOf(p.gw, acct)).summary(acct)).balanceNano;
     }

@@ -59,7 +59,7 @@ export async function openMeter(
   // Busy accounts are admitted from this isolate's slice of their balance (no round trip).
   const wallet = free ? null : busyWallet(key.accountId, () => ledgerOf(env, key.accountId));
   let admitted: AdmitResult | WalletAdmit;
-  let direct: (() => void) | null = null;
+  let direct: ((served?: boolean) => void) | null = null;
   if (wallet) {
     admitted = await wallet.admit({ invocationId, amountNano: amount, rate, ttlMs });
     // A refused request may be the last one: its lifetime covers giving the slice back.
@@ -73,10 +73,10 @@ export async function openMeter(
         ...(free ? { freeQuota: numberVar(env.FREE_DAILY_REQUESTS, DEFAULT_FREE_DAILY_REQUESTS) } : { hold: { amountNano: amount, ttlMs } }),
       });
     } catch (err) {
-      direct();
+      direct(false);
       throw err;
     }
-    if (!admitted.ok) direct();
+    if (!admitted.ok) direct(false);
   }
   const rateHeaders = rateLimitHeaders(admitted.rate);
   if (!admitted.ok) {

@@ -424,11 +424,16 @@ const wallets = new Map<string, Wallet>();
 const CLOSE_STUCK_MS = 10_000;
 /** Requests of each account in flight in this isolate on the per-request path. */
 const direct = new Map<string, number>();
+/** When each account's last request on the per-request path ended here (epoch ms). */
+const recentlyDirect = new Map<string, number>();
+/** Entries of `recentlyDirect` are swept once it holds this many. */
+const RECENT_SWEEP_AT = 10_000;
 
 /**
  * The account's wallet when it is worth using: a lease is open, or another request of the
- * account is in flight here (a lone request is admitted by the ledger directly, and locks up no
- * more than its own worst case).
+ * account is in flight here, or one ended here within IDLE_CLOSE_MS (a client sending requests
+ * one after another). A lone request is admitted by the ledger directly, and locks up no more
+ * than its own worst case.
  */
 export function busyWallet(accountId: string, ledger: () => LedgerStub): Wallet | null {
   let open = wallets.get(accountId);
@@ -441,7 +446,9 @@ export function busyWallet(accountId: string, ledger: () => LedgerStub): Wallet 
     open = undefined;
   }
   if (open?.active) return open;
-  if ((direct.get(accountId) ?? 0) === 0) return null;
+  const recent = Date.now() - (recentlyDirect.get(accountId) ?? -Infinity) < IDLE_CLOSE_MS;
+  if ((direct.get(accountId) ?? 0) === 0 && !recent) return null;
+  recentlyDirect.delete(accountId);
   const wallet = open ?? new Wallet(accountId, ledger, () => {
     if (wallets.get(accountId) === wallet) wallets.delete(accountId);
   });
@@ -449,15 +456,24 @@ export function busyWallet(accountId: string, ledger: () => LedgerStub): Wallet 
   return wallet;
 }
 
-/** Count a request admitted by the ledger directly; call the result when it has settled. */
-export function directRequest(accountId: string): () => void {
+/**
+ * Count a request admitted by the ledger directly; call the result when it has settled, or with
+ * false when it was refused (a refused request does not make the account busy).
+ */
+export function directRequest(accountId: string): (served?: boolean) => void {
   direct.set(accountId, (direct.get(accountId) ?? 0) + 1);
   let done = false;
-  return () => {
+  return (served = true) => {
     if (done) return;
     done = true;
     const n = (direct.get(accountId) ?? 1) - 1;
     if (n <= 0) direct.delete(accountId);
     else direct.set(accountId, n);
+    if (!served) return;
+    const now = Date.now();
+    if (recentlyDirect.size >= RECENT_SWEEP_AT) {
+      for (const [id, at] of recentlyDirect) if (now - at >= IDLE_CLOSE_MS) recentlyDirect.delete(id);
+    }
+    recentlyDirect.set(accountId, now);
   };
 }
