@@ -473,6 +473,8 @@ export function directRequest(accountId: string): (served?: boolean) => void {
     const now = Date.now();
     if (recentlyDirect.size >= RECENT_SWEEP_AT) {
       for (const [id, at] of recentlyDirect) if (now - at >= IDLE_CLOSE_MS) recentlyDirect.delete(id);
+      // Still full (that many accounts in the last moment): forget them all rather than sweep per request.
+      if (recentlyDirect.size >= RECENT_SWEEP_AT) recentlyDirect.clear();
     }
     recentlyDirect.set(accountId, now);
   };
