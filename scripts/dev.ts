@@ -3,17 +3,20 @@
  * with its local D1 migrated and seeded and its Durable Objects; a funded dev account with an
  * API key; one miner agent serving the tiny generated model with the built-in llama.cpp engine.
  * Writes .sluice/dev.json and prints how to call it. Ctrl-C stops everything.
+ * PORT (default 8787) and SLUICE_STATE_DIR (default .sluice) put a second one beside it.
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { dirname, relative, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { makeSeed, seedStatements, type Seed, TINY_CHUTE, writeMinerKey } from "./lib/seed.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
-const STATE = `${ROOT}/.sluice`;
+const STATE = process.env.SLUICE_STATE_DIR ? resolve(process.env.SLUICE_STATE_DIR) : `${ROOT}/.sluice`;
+/** The state directory as printed (relative to the project when it is inside it). */
+const SHOWN = relative(ROOT, STATE).startsWith("..") ? STATE : relative(ROOT, STATE);
 const PERSIST = `${STATE}/state`;
 const PORT = Number(process.env.PORT ?? 8787);
 const ORIGIN = `http://127.0.0.1:${PORT}`;
@@ -162,12 +165,12 @@ async function main(): Promise<void> {
   );
   console.log(`
 \x1b[1mSluice is running.\x1b[0m
-  gateway   ${ORIGIN}  (workerd via wrangler dev; local D1 + Durable Objects in .sluice/state)
+  gateway   ${ORIGIN}  (workerd via wrangler dev; local D1 + Durable Objects in ${SHOWN}/state)
   account   ${seed.accountId}, credit $${(seed.creditNano / 1e9).toFixed(2)}
-  miner     ${miner.id} (hotkey in .sluice/miner-hotkey.json), serving ${dev.model} with llama.cpp (models/tiny-sluice.gguf)
-            status: npm run miner -- status --config .sluice/agent.json
-  settings  .sluice/dev.json  (baseURL, apiKey, model)
-  operator  npm run admin -- help  (admin CLI; local secrets in .sluice/secrets.env)
+  miner     ${miner.id} (hotkey in ${SHOWN}/miner-hotkey.json), serving ${dev.model} with llama.cpp (models/tiny-sluice.gguf)
+            status: npm run miner -- status --config ${SHOWN}/agent.json
+  settings  ${SHOWN}/dev.json  (baseURL, apiKey, model)
+  operator  npm run admin -- help  (admin CLI; local secrets in ${SHOWN}/secrets.env)
 
 Try it:
   curl ${baseURL}/chat/completions \\
