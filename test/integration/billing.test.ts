@@ -62,6 +62,15 @@ async function addAccount(gw: Gateway, id: string, creditNano: number): Promise<
   return key;
 }
 
+/** An account funded for 400 of a chat's worst case, with its key and ledger. */
+async function fundedForChat(gw: Gateway, id: string, content: string, maxTokens: number) {
+  const messages = [{ role: "user" as const, content }];
+  const hold = worstCaseNano(chute, { kind: "chat", messages, params: { maxTokens } });
+  const creditNano = 400 * hold;
+  const key = await addAccount(gw, id, creditNano);
+  return { messages, creditNano, key, ledger: await ledgerOf(gw, id) };
+}
+
 describe("the ledger (AccountLedger Durable Object)", () => {
   let gw: Gateway;
   beforeAll(async () => {
@@ -261,11 +270,7 @@ describe("metering on the real path", () => {
   });
 
   it("a busy account is admitted from this isolate's slice of its balance: no ledger call per request, each charged once, the slice given back when quiet", async () => {
-    const messages = [{ role: "user" as const, content: "Say something." }];
-    const hold = worstCaseNano(chute, { kind: "chat", messages, params: { maxTokens: 8 } });
-    const creditNano = 400 * hold;
-    const key = await addAccount(p.gw, "acct-busy", creditNano);
-    const ledger = await ledgerOf(p.gw, "acct-busy");
+    const { messages, creditNano, key, ledger } = await fundedForChat(p.gw, "acct-busy", "Say something.", 8);
     const ids: string[] = [];
     let leaseSeen = false;
     const holdEntries = async () => (await ledger.entries(1000)).filter((e) => e.kind === "hold" || e.ref.startsWith("lease:")).length;
@@ -307,11 +312,7 @@ describe("metering on the real path", () => {
   });
 
   it("a client sending requests one after another is admitted from the slice after its first request: no hold per request", async () => {
-    const messages = [{ role: "user" as const, content: "One at a time." }];
-    const hold = worstCaseNano(chute, { kind: "chat", messages, params: { maxTokens: 4 } });
-    const creditNano = 400 * hold;
-    const key = await addAccount(p.gw, "acct-serial", creditNano);
-    const ledger = await ledgerOf(p.gw, "acct-serial");
+    const { messages, creditNano, key, ledger } = await fundedForChat(p.gw, "acct-serial", "One at a time.", 4);
     const ids: string[] = [];
     for (let i = 0; i < 6; i++) {
       const res = await fetch(`${p.gw.baseURL}/chat/completions`, {
