@@ -196,9 +196,10 @@ export async function runBench(opts: BenchOptions): Promise<BenchRun> {
           continue;
         }
         const llamaRow = id === "llama" || id === "sluice-llama";
-        // The gateway's row keeps it off the engine's CPU; the in-process baseline keeps the whole machine.
-        const isolated = id === "sluice-llama" ? isolateEngineHost(target.agentPids?.() ?? [], [...target.gatewayPids(), process.pid]) : null;
-        if (id === "sluice-llama") row.notes.push(isolated?.note ?? "engine host not pinned to a CPU of its own (one CPU, or no taskset)");
+        // Both llama.cpp rows give their engine host (the agent; the baseline's own process) the
+        // same CPU of its own, and keep the gateway and the load generator off it.
+        const isolated = llamaRow ? isolateEngineHost(target.agentPids?.() ?? [], [...target.gatewayPids(), process.pid]) : null;
+        if (llamaRow) row.notes.push(isolated?.note ?? "engine host not pinned to a CPU of its own (one CPU, or no taskset)");
         try {
           await measure(row, target, llamaRow ? profile.llamaSmall : profile.small, llamaRow ? profile.llamaStream : profile.stream, llamaRow ? undefined : profile.lone, profile, opts);
         } finally {

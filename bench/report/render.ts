@@ -127,7 +127,7 @@ export function render(run: BenchRun): string {
     "### Results",
     "",
     resultsTable(run),
-    ...(cpu ? ["", cpu, "", "Engine host: the sluice-miner agent process on Sluice rows; the bench process itself (engine plus load generator) on the in-process llama.cpp row. CPU is counted over the measured phase and divided by the requests started in it."] : []),
+    ...(cpu ? ["", cpu, "", "Engine host: the sluice-miner agent process on Sluice rows; the engine's own process (llama-host.ts) on the in-process llama.cpp row. CPU is counted over the measured phase and divided by the requests started in it."] : []),
     "",
     "### Ratios (same run)",
     "",

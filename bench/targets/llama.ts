@@ -1,5 +1,6 @@
+import { fork } from "node:child_process";
 import { performance } from "node:perf_hooks";
-import { createLlamaCppEngine } from "../../miner-agent/engines/llama-cpp.ts";
+import { fileURLToPath } from "node:url";
 import type { Engine, LlamaCppEngineConfig } from "../../miner-agent/engines/types.ts";
 import type { JobSpec } from "../../protocol/index.ts";
 import { CHAT_PROMPT, type ChatBody } from "../load/http-client.ts";
@@ -15,7 +16,8 @@ export function jobFor(body: ChatBody): JobSpec {
   };
 }
 
-async function run(engine: Engine, body: ChatBody, timeoutMs: number): Promise<Sample> {
+/** One request on the engine, timed around engine.generate. */
+export async function generateOnce(engine: Engine, body: ChatBody, timeoutMs: number): Promise<Sample> {
   const start = performance.now();
   let firstAt: number | undefined;
   try {
@@ -31,23 +33,59 @@ async function run(engine: Engine, body: ChatBody, timeoutMs: number): Promise<S
   }
 }
 
+const HOST = fileURLToPath(new URL("./llama-host.ts", import.meta.url));
+
 /**
  * Row 5's baseline: the agent's own llama.cpp engine (node-llama-cpp, the same config the agent
- * gets) loaded in this process and called directly, with the job the gateway would send.
+ * gets) in a fresh process of its own (llama-host.ts), called directly with the job the gateway
+ * would send. Like the agent on row 6, it is a process started for the row, so the two engine
+ * hosts can be given the same CPU; the bench process, which ran the rows before, is not one.
  */
 export async function startLlamaInProcess(config: LlamaCppEngineConfig): Promise<RunningTarget> {
-  const engine = await createLlamaCppEngine(config);
+  const child = fork(HOST, [JSON.stringify(config)], { execArgv: ["--import", "tsx"], stdio: ["ignore", "ignore", "inherit", "ipc"] });
+  const killOnExit = () => child.kill("SIGKILL");
+  process.once("exit", killOnExit);
+  const pending = new Map<number, (s: Sample) => void>();
+  const exited = new Promise<void>((resolve) =>
+    child.once("exit", () => {
+      for (const answer of pending.values()) answer({ ok: false, error: "the llama.cpp engine host exited", latencyMs: 0 });
+      pending.clear();
+      resolve();
+    }),
+  );
+  let next = 0;
+  child.on("message", (m: { ready?: true; id?: number; sample?: Sample }) => {
+    if (m.id === undefined || !m.sample) return;
+    pending.get(m.id)?.(m.sample);
+    pending.delete(m.id);
+  });
+  await new Promise<void>((resolve, reject) => {
+    child.once("message", () => resolve());
+    void exited.then(() => reject(new Error("the llama.cpp engine host exited before it was ready")));
+  });
+  const generate = (body: ChatBody, timeoutMs: number): Promise<Sample> =>
+    new Promise((resolve) => {
+      const id = next++;
+      pending.set(id, resolve);
+      child.send({ id, body, timeoutMs });
+    });
   const client = (_connections: number, timeoutMs: number): LoadClient => ({
-    complete: (body) => run(engine, body, timeoutMs),
-    stream: (body) => run(engine, body, timeoutMs),
+    complete: (body) => generate(body, timeoutMs),
+    stream: (body) => generate(body, timeoutMs),
     close: () => {},
   });
   return {
     client,
     gatewayPids: () => [],
-    // The engine's host is this process (which also runs the load generator, a small share here).
-    agentPids: () => [process.pid],
-    notes: () => [`engine in the bench process: llama.cpp, ${config.parallel} parallel sequences, ${config.threads ?? 1} thread(s), context ${config.contextSize}`],
-    close: () => engine.close(),
+    agentPids: () => [child.pid!],
+    notes: () => [
+      `engine in a process of its own (bench/targets/llama-host.ts), each request sent over Node's IPC channel and timed there around engine.generate: llama.cpp, ${config.parallel} parallel sequences, ${config.threads ?? 1} thread(s), context ${config.contextSize}`,
+    ],
+    close: async () => {
+      child.disconnect();
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000))]);
+      child.kill("SIGKILL");
+      process.off("exit", killOnExit);
+    },
   };
 }
