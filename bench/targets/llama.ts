@@ -65,6 +65,7 @@ export async function startLlamaInProcess(config: LlamaCppEngineConfig): Promise
   });
   const generate = (body: ChatBody, timeoutMs: number): Promise<Sample> =>
     new Promise((resolve) => {
+      if (!child.connected) return resolve({ ok: false, error: "the llama.cpp engine host exited", latencyMs: 0 });
       const id = next++;
       pending.set(id, resolve);
       child.send({ id, body, timeoutMs });
@@ -82,7 +83,7 @@ export async function startLlamaInProcess(config: LlamaCppEngineConfig): Promise
       `engine in a process of its own (bench/targets/llama-host.ts), each request sent over Node's IPC channel and timed there around engine.generate: llama.cpp, ${config.parallel} parallel sequences, ${config.threads ?? 1} thread(s), context ${config.contextSize}`,
     ],
     close: async () => {
-      child.disconnect();
+      if (child.connected) child.disconnect();
       await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000))]);
       child.kill("SIGKILL");
       process.off("exit", killOnExit);

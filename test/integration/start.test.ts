@@ -42,9 +42,14 @@ describe("npm start", () => {
   }, 180_000);
 
   afterAll(async () => {
-    if (dev.exitCode === null) dev.kill("SIGKILL");
+    // SIGTERM stops what it started (wrangler dev, the agent); SIGKILL only if it does not.
+    if (dev && dev.exitCode === null) {
+      dev.kill("SIGTERM");
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+      if (dev.exitCode === null) dev.kill("SIGKILL");
+    }
     await rm(state, { recursive: true, force: true });
-  });
+  }, 30_000);
 
   it("serves the tiny model, gives every hold back once quiet, and Ctrl-C stops everything", async () => {
     const settings = JSON.parse(await readFile(join(state, "dev.json"), "utf8")) as { baseURL: string; apiKey: string; model: string };
