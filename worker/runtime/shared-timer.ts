@@ -9,10 +9,6 @@ export class SharedTimer {
   private handle: ReturnType<typeof setTimeout> | null = null;
   private generation = 0;
 
-  get armed(): boolean {
-    return this.handle !== null;
-  }
-
   /** Run `fn` in `ms` unless it is already armed (the earlier one stands) or cancelled meanwhile. */
   arm(ms: number, fn: () => void): void {
     if (this.handle !== null) return;
