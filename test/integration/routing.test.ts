@@ -3,8 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { makeSeed, minerNamed, TINY_CHUTE } from "../../scripts/lib/seed.ts";
 import { startAgent, type AgentProcess } from "../support/agent-process.ts";
 import { startGateway, type Gateway } from "../support/gateway.ts";
-import type { AcquireRequest, AcquireResult, LeaseRelease } from "../../durable-objects/router-types.ts";
-import { routerSnapshot, waitForInstances, type Snapshot } from "../support/router.ts";
+import { routerOf, routerSnapshot, waitForInstances } from "../support/router.ts";
 import { startUpstreamDouble, type UpstreamBehaviour, type UpstreamDouble } from "../support/upstream-double.ts";
 
 /**
@@ -208,13 +207,7 @@ describe("routing", () => {
 
   it("a handover note that reaches the router after its lease's release still counts the request and its report", async () => {
     // The router on its own (a chute of no miner), driven as an isolate with two calls in flight would.
-    const ns = await gw.mf.getDurableObjectNamespace("CHUTE_ROUTER");
-    const router = ns.get(ns.idFromName("chute-handover-order")) as unknown as {
-      register(minerId: string, instances: { instanceId: string; maxConcurrency: number }[], chuteId: string): Promise<void>;
-      acquire(req: AcquireRequest): Promise<AcquireResult>;
-      releaseMany(released: LeaseRelease[]): Promise<unknown>;
-      snapshot(): Promise<Snapshot>;
-    };
+    const router = await routerOf(gw, "chute-handover-order");
     await router.register("miner-x", [{ instanceId: "inst-x", maxConcurrency: 4 }], "chute-handover-order");
     const lease = await router.acquire({ chute: "chute-handover-order", avoid: [], waitMs: 0, prefixes: [], weight: 1 });
     if (!lease.ok) throw new Error(`no lease: ${lease.code}`);
@@ -222,7 +215,7 @@ describe("routing", () => {
     // The request the slot was handed to ended, and its release overtook the note of the handover.
     await router.releaseMany([{ leaseId: lease.leaseId, report: ok }]);
     await router.releaseMany([{ leaseId: lease.leaseId, report: ok, handedOver: { prefixes: [], instanceId: lease.instanceId } }]);
-    const snap = JSON.parse(JSON.stringify(await router.snapshot())) as Snapshot;
+    const snap = await routerSnapshot(gw, "chute-handover-order");
     expect(snap.stats.requests).toBe(2); // the acquire's request and the handed-over one
     expect(snap.handovers).toBe(1);
     expect(snap.instances).toEqual([expect.objectContaining({ instanceId: "inst-x", inflight: 0, health: expect.objectContaining({ served: 2 }) })]);

@@ -1,14 +1,25 @@
-import type { RouterSnapshot } from "../../durable-objects/router-types.ts";
+import type { AcquireRequest, AcquireResult, LeaseRelease, RouterSnapshot } from "../../durable-objects/router-types.ts";
 import type { Gateway } from "./gateway.ts";
 
 export type Snapshot = RouterSnapshot;
 
-/** The chute router's view, read through Miniflare's RPC proxy to the Durable Object. */
-export async function routerSnapshot(gw: Gateway, chuteId: string): Promise<Snapshot> {
+/** The chute router's RPC methods, called on the real Durable Object through Miniflare. */
+export interface RouterClient {
+  register(minerId: string, instances: { instanceId: string; maxConcurrency: number }[], chuteId: string): Promise<void>;
+  acquire(req: AcquireRequest): Promise<AcquireResult>;
+  releaseMany(released: LeaseRelease[]): Promise<unknown>;
+  snapshot(): Promise<Snapshot>;
+}
+
+export async function routerOf(gw: Gateway, chuteId: string): Promise<RouterClient> {
   const ns = await gw.mf.getDurableObjectNamespace("CHUTE_ROUTER");
   // Miniflare proxies RPC to the Durable Object; its types only describe fetch().
-  const stub = ns.get(ns.idFromName(chuteId)) as unknown as { snapshot(): Promise<Snapshot> };
-  return JSON.parse(JSON.stringify(await stub.snapshot())) as Snapshot;
+  return ns.get(ns.idFromName(chuteId)) as unknown as RouterClient;
+}
+
+/** The chute router's view, read through Miniflare's RPC proxy to the Durable Object. */
+export async function routerSnapshot(gw: Gateway, chuteId: string): Promise<Snapshot> {
+  return JSON.parse(JSON.stringify(await (await routerOf(gw, chuteId)).snapshot())) as Snapshot;
 }
 
 /** Waits until the router for `chuteId` lists exactly `count` instances. */
