@@ -1,4 +1,4 @@
-import { fillPlaceholders, sql } from "drizzle-orm";
+import { fillPlaceholders, getTableColumns, is, SQL, sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import type { ApiKeyRecord, ChuteRecord } from "../catalog/types.ts";
 import { invocations } from "../db/schema.ts";
@@ -85,18 +85,15 @@ class InvocationBatcher {
 }
 
 async function write(db: D1Database, rows: Row[]): Promise<void> {
-  const insert = (r: Row) => {
-    const q = (insertQuery ??= insertTemplate(db));
-    return db.prepare(q.sql).bind(...fillPlaceholders(q.params, { ...r, stream: r.stream ? 1 : 0 }));
-  };
   try {
-    await db.batch(rows.map(insert));
+    await db.prepare((batchQuery ??= batchTemplate(db))).bind(JSON.stringify(rows.map(packed))).run();
   } catch (err) {
-    // A batch is one transaction: one bad row would lose the others, so write them one by one.
+    // A batch is one statement: one bad row would lose the others, so write them one by one.
     log.warn("invocation.batch_failed", { component: "gateway", rows: rows.length, error: String(err) });
     for (const r of rows) {
       try {
-        await insert(r).run();
+        const q = (insertQuery ??= insertTemplate(db));
+        await db.prepare(q.sql).bind(...fillPlaceholders(q.params, { ...r, stream: r.stream ? 1 : 0 })).run();
       } catch (e) {
         log.error("invocation.record_failed", { component: "gateway", id: r.id, error: String(e) });
       }
@@ -107,9 +104,12 @@ async function write(db: D1Database, rows: Row[]): Promise<void> {
 const batcher = new InvocationBatcher();
 
 /**
- * The insert, built by drizzle once with a placeholder per column and bound per row (building
- * the query for each row cost more than writing it).
+ * The inserts, built by drizzle once and bound per call (building a query per row cost more
+ * than writing it). A batch is one statement with one parameter: its rows as a JSON array of
+ * arrays (COLUMNS order), unpacked by SQLite's json_each. One statement per row cost D1 more per
+ * row than the row itself. A single row, when a batch failed, goes with a placeholder per column.
  */
+let batchQuery: string | null = null;
 let insertQuery: { sql: string; params: unknown[] } | null = null;
 
 const COLUMNS = [
@@ -121,6 +121,24 @@ const COLUMNS = [
 type Unbound = Exclude<keyof Row, (typeof COLUMNS)[number] | "createdAt">;
 const everyColumnBound: [Unbound] extends [never] ? true : Unbound = true;
 void everyColumnBound;
+
+/** A row as batchTemplate unpacks it. */
+function packed(r: Row): unknown[] {
+  return COLUMNS.map((c) => (c === "stream" ? (r.stream ? 1 : 0) : (r[c] ?? null)));
+}
+
+function batchTemplate(db: D1Database): string {
+  // Every column of the table, in its order: the packed value, or the column's default.
+  const fields = Object.entries(getTableColumns(invocations)).map(([name, column]) => {
+    const at = (COLUMNS as readonly string[]).indexOf(name);
+    if (at >= 0) return sql`json_extract(value, ${sql.raw(`'$[${at}]'`)})`;
+    if (!is(column.default, SQL)) throw new Error(`invocations.${name} is neither bound nor has an SQL default`);
+    return column.default;
+  });
+  // `where true`: SQLite reads an upsert's ON CONFLICT after a bare FROM as a join constraint.
+  const rows = sql`select ${sql.join(fields, sql`, `)} from json_each(${sql.placeholder("rows")}) where true`;
+  return drizzle(db).insert(invocations).select(rows).onConflictDoNothing().toSQL().sql;
+}
 
 function insertTemplate(db: D1Database): { sql: string; params: unknown[] } {
   const values = Object.fromEntries(COLUMNS.map((c) => [c, sql.placeholder(c)])) as unknown as Row;
