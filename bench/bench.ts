@@ -5,7 +5,7 @@ import type { LlamaCppEngineConfig } from "../miner-agent/engines/types.ts";
 import { ROOT, TINY_MODEL } from "../test/support/paths.ts";
 import { TINY_CHUTE } from "../scripts/lib/seed.ts";
 import type { ChatBody } from "./load/http-client.ts";
-import { runLoad, type LoadResult } from "./load/runner.ts";
+import { combineLoads, runLoad, type LoadResult } from "./load/runner.ts";
 import { machine, packageVersion, type Machine } from "./machine.ts";
 import { isolateEngineHost, PeakRss, totalCpuMs } from "./proc.ts";
 import { runFleet, type FleetResult } from "./fleet/run.ts";
@@ -149,6 +149,72 @@ async function measure(row: RowResult, target: RunningTarget, small: Phase, stre
   }
 }
 
+/**
+ * The two llama.cpp rows are measured in turns, both engines up at once: each phase is cut in
+ * LLAMA_TURNS slices per row, run A B B A, and each row's slices are counted as one load. This
+ * machine's speed drifts by tens of percent over minutes; measured one after the other, that
+ * drift decided the comparison between the two rows. In turns, it touches both alike.
+ */
+const LLAMA_TURNS = 2;
+
+async function measureLlamaPair(rows: readonly [RowResult, RowResult], profile: Profile, opts: BenchOptions, runtime: Runtime): Promise<void> {
+  const targets: RunningTarget[] = [];
+  const peaks: PeakRss[] = [];
+  try {
+    for (const row of rows) {
+      const target = await startRow(row.id, undefined, opts, runtime, row);
+      if (!target) throw new Error(`${row.label} did not start`);
+      targets.push(target);
+      peaks.push(new PeakRss(() => target.gatewayPids()));
+    }
+    // Both engine hosts share one CPU of their own (one is loaded at a time); the gateway and
+    // the load generator keep off it.
+    const isolated = isolateEngineHost(targets.flatMap((t) => t.agentPids?.() ?? []), [...targets.flatMap((t) => t.gatewayPids()), process.pid]);
+    for (const row of rows) row.notes.push(isolated?.note ?? "engine host not pinned to a CPU of its own (one CPU, or no taskset)");
+    try {
+      for (const [kind, p, stream] of [["small", profile.llamaSmall, false], ["stream", profile.llamaStream, true]] as const) {
+        const parts: PhaseResult[][] = rows.map(() => []);
+        for (let turn = 0; turn < 2 * LLAMA_TURNS; turn++) {
+          // A B, then B A: a drift that is steady over the phase evens out.
+          const i = turn % 4 === 0 || turn % 4 === 3 ? 0 : 1;
+          const slice: Phase = {
+            ...p,
+            durationMs: p.durationMs / LLAMA_TURNS,
+            maxRequests: Math.ceil(p.maxRequests / LLAMA_TURNS),
+            // Each row warms up before its first slice only.
+            warmupMs: parts[i]!.length === 0 ? p.warmupMs : 0,
+          };
+          const first = parts[i]!.length === 0;
+          const profiling = opts.cpuProfDir && first ? { dir: opts.cpuProfDir, label: `${rows[i]!.id}.${kind}`, log: opts.log } : undefined;
+          parts[i]!.push(await phase(targets[i]!, slice, stream, profile.requestTimeoutMs, profiling));
+        }
+        rows.forEach((row, i) => {
+          row[kind] = combinePhases(parts[i]!);
+        });
+      }
+    } finally {
+      isolated?.undo();
+    }
+  } finally {
+    targets.forEach((target, i) => {
+      const bytes = peaks[i]!.stop();
+      if (target.gatewayPids().length > 0) rows[i]!.gatewayRssBytes = bytes;
+      rows[i]!.notes.push(...target.notes());
+    });
+    for (const target of targets) await target.close().catch((err: unknown) => opts.log(`  stopping it failed: ${describe(err)}`));
+  }
+}
+
+/** Slices of one phase as one: the load combined, CPU per request averaged over all requests. */
+function combinePhases(parts: readonly PhaseResult[]): PhaseResult {
+  const load = combineLoads(parts);
+  const perRequest = (f: (p: PhaseResult) => number | undefined): number | undefined => {
+    if (parts.some((p) => f(p) === undefined) || load.requests === 0) return undefined;
+    return parts.reduce((n, p) => n + f(p)! * p.requests, 0) / load.requests;
+  };
+  return { ...load, gatewayCpuMsPerRequest: perRequest((p) => p.gatewayCpuMsPerRequest), agentCpuMsPerRequest: perRequest((p) => p.agentCpuMsPerRequest) };
+}
+
 /** Unrecorded load on the upstream alone, so the first row does not pay for anyone's JIT warm-up. */
 async function warmUp(direct: RunningTarget, profile: Profile, log: (line: string) => void): Promise<void> {
   if (profile.globalWarmupMs <= 0) return;
@@ -184,9 +250,28 @@ export async function runBench(opts: BenchOptions): Promise<BenchRun> {
       log(`synthetic upstream at ${upstream.url}`);
       await warmUp(upstream.direct, profile, log);
     }
+    const inTurns = wanted.some((r) => r.id === "llama") && wanted.some((r) => r.id === "sluice-llama");
     for (const { id, label } of wanted) {
+      if (inTurns && id === "sluice-llama") continue; // measured with "llama"
       const row: RowResult = { id, label, status: "ok", notes: [] };
       rows.push(row);
+      if (inTurns && id === "llama") {
+        const other = ROWS.find((r) => r.id === "sluice-llama")!;
+        const gw: RowResult = { id: other.id, label: other.label, status: "ok", notes: [] };
+        rows.push(gw);
+        log(`rows ${rows.length - 1} and ${rows.length}: ${label} and ${other.label}, in turns ...`);
+        try {
+          await measureLlamaPair([row, gw], profile, opts, runtime);
+          for (const r of [row, gw]) log(`  ${r.label}: small ${r.small!.rps.toFixed(0)} req/s (${r.small!.errors} errors), stream ${r.stream!.tokensPerSec.toFixed(0)} tok/s (${r.stream!.errors} errors)`);
+        } catch (err) {
+          for (const r of [row, gw]) {
+            r.status = "failed";
+            r.reason = describe(err);
+          }
+          log(`  failed: ${row.reason}`);
+        }
+        continue;
+      }
       log(`row ${rows.length}: ${label} ...`);
       let target: RunningTarget | undefined;
       try {

@@ -42,6 +42,8 @@ describe("the benchmark (smoke run)", () => {
     const report = render(run);
     expect(report).toContain("### Targets (issue 7)");
     expect(report).toContain("running workerd");
+    // The two llama.cpp rows are measured in turns (bench.ts, measureLlamaPair).
+    expect(report).toContain("the two rows in turns");
     expect(report).toContain("### Scale (fleet simulator)");
   });
 });

@@ -44,6 +44,8 @@ export interface LoadResult {
   /** Completion tokens of successful requests per second of wall time. */
   tokensPerSec: number;
   tokens: number;
+  /** Every successful request's latency and time to first token, ascending (for combineLoads). */
+  sorted: { latency: number[]; ttft: number[] };
 }
 
 /**
@@ -93,5 +95,32 @@ export async function runLoad(opts: LoadOptions, task: Task): Promise<LoadResult
     ttftP99: percentile(sortedTtft, 99),
     tokensPerSec: (tokens * 1000) / wallMs,
     tokens,
+    sorted: { latency: sortedLatency, ttft: sortedTtft },
+  };
+}
+
+/** Loads run in turns (slices of one phase) as if they were one: counts and times summed, percentiles over all samples. */
+export function combineLoads(parts: readonly LoadResult[]): LoadResult {
+  const sum = (f: (r: LoadResult) => number) => parts.reduce((n, r) => n + f(r), 0);
+  const latency = ascending(parts.flatMap((r) => r.sorted.latency));
+  const ttft = ascending(parts.flatMap((r) => r.sorted.ttft));
+  const wallMs = sum((r) => r.wallMs);
+  const ok = sum((r) => r.ok);
+  const tokens = sum((r) => r.tokens);
+  return {
+    concurrency: parts[0]?.concurrency ?? 0,
+    requests: sum((r) => r.requests),
+    ok,
+    errors: sum((r) => r.errors),
+    errorExamples: [...new Set(parts.flatMap((r) => r.errorExamples))].slice(0, 3),
+    wallMs,
+    rps: (ok * 1000) / wallMs,
+    latencyP50: percentile(latency, 50),
+    latencyP99: percentile(latency, 99),
+    ttftP50: percentile(ttft, 50),
+    ttftP99: percentile(ttft, 99),
+    tokensPerSec: (tokens * 1000) / wallMs,
+    tokens,
+    sorted: { latency, ttft },
   };
 }
