@@ -28,6 +28,7 @@ export const ROWS = [
 export type RowId = (typeof ROWS)[number]["id"];
 
 const SYNTHETIC_ROWS: readonly RowId[] = ["direct", "nginx", "portkey", "sluice"];
+const LLAMA_ROWS: readonly RowId[] = ["llama", "sluice-llama"];
 
 /** One phase's load result, with the CPU its processes spent per request (from /proc). */
 export interface PhaseResult extends LoadResult {
@@ -134,83 +135,109 @@ async function phase(target: RunningTarget, p: Phase, stream: boolean, timeoutMs
   }
 }
 
-async function measure(row: RowResult, target: RunningTarget, small: Phase, stream: Phase, lone: Phase | undefined, profile: Profile, opts: BenchOptions): Promise<void> {
-  const peak = new PeakRss(() => target.gatewayPids());
-  const profiling = (kind: string): Profiling | undefined =>
-    opts.cpuProfDir ? { dir: opts.cpuProfDir, label: `${row.id}.${kind}`, log: opts.log } : undefined;
-  try {
-    row.small = await phase(target, small, false, profile.requestTimeoutMs, profiling("small"));
-    row.stream = await phase(target, stream, true, profile.requestTimeoutMs, profiling("stream"));
-    if (lone) row.lone = await phase(target, lone, true, profile.requestTimeoutMs);
-  } finally {
-    const bytes = peak.stop();
-    if (target.gatewayPids().length > 0) row.gatewayRssBytes = bytes;
-    row.notes.push(...target.notes());
-  }
+/**
+ * Rows that are compared are measured in turns, all of their targets up at once: each phase is
+ * cut into TURNS slices per row, run in order and then in reverse (A B C D, D C B A), and each
+ * row's slices count as one load. This machine's speed drifts by tens of percent over minutes;
+ * measured one row after another, that drift decided the comparisons between rows. In turns,
+ * it touches every row alike. The synthetic rows are one group, the two llama.cpp rows another.
+ */
+const TURNS = 2;
+
+type PhaseKind = "small" | "stream" | "lone";
+
+interface Entrant {
+  row: RowResult;
+  target: RunningTarget;
+  peak: PeakRss;
+  slices: Partial<Record<PhaseKind, PhaseResult[]>>;
 }
 
-/**
- * The two llama.cpp rows are measured in turns, both engines up at once: each phase is cut in
- * LLAMA_TURNS slices per row, run A B B A, and each row's slices are counted as one load. This
- * machine's speed drifts by tens of percent over minutes; measured one after the other, that
- * drift decided the comparison between the two rows. In turns, it touches both alike.
- */
-const LLAMA_TURNS = 2;
-
-async function measureLlamaPair(rows: readonly [RowResult, RowResult], profile: Profile, opts: BenchOptions, runtime: Runtime): Promise<void> {
-  const targets: RunningTarget[] = [];
-  const peaks: PeakRss[] = [];
+async function measureInTurns(
+  group: readonly RowResult[],
+  phases: readonly (readonly [PhaseKind, Phase, boolean])[],
+  upstream: Upstream | undefined,
+  opts: BenchOptions,
+  runtime: Runtime,
+  engineRows: boolean,
+): Promise<void> {
+  const { log, profile } = opts;
+  const entrants: Entrant[] = [];
   try {
-    for (const row of rows) {
-      const target = await startRow(row.id, undefined, opts, runtime, row);
-      if (!target) throw new Error(`${row.label} did not start`);
-      targets.push(target);
-      peaks.push(new PeakRss(() => target.gatewayPids()));
-    }
-    // Both engine hosts share one CPU of their own (one is loaded at a time); the gateway and
-    // the load generator keep off it.
-    const isolated = isolateEngineHost(targets.flatMap((t) => t.agentPids?.() ?? []), [...targets.flatMap((t) => t.gatewayPids()), process.pid]);
-    for (const row of rows) row.notes.push(isolated?.note ?? "engine host not pinned to a CPU of its own (one CPU, or no taskset)");
-    try {
-      for (const [kind, p, stream] of [["small", profile.llamaSmall, false], ["stream", profile.llamaStream, true]] as const) {
-        const parts: PhaseResult[][] = rows.map(() => []);
-        for (let turn = 0; turn < 2 * LLAMA_TURNS; turn++) {
-          // A B, then B A: a drift that is steady over the phase evens out.
-          const i = turn % 4 === 0 || turn % 4 === 3 ? 0 : 1;
-          const slice: Phase = {
-            ...p,
-            durationMs: p.durationMs / LLAMA_TURNS,
-            maxRequests: Math.ceil(p.maxRequests / LLAMA_TURNS),
-            // Each row warms up before its first slice only.
-            warmupMs: parts[i]!.length === 0 ? p.warmupMs : 0,
-          };
-          const first = parts[i]!.length === 0;
-          const profiling = opts.cpuProfDir && first ? { dir: opts.cpuProfDir, label: `${rows[i]!.id}.${kind}`, log: opts.log } : undefined;
-          parts[i]!.push(await phase(targets[i]!, slice, stream, profile.requestTimeoutMs, profiling));
+    for (const row of group) {
+      log(`starting ${row.label} ...`);
+      try {
+        const target = await startRow(row.id, upstream, opts, runtime, row);
+        if (!target) {
+          log(`  skipped: ${row.reason}`);
+          continue;
         }
-        rows.forEach((row, i) => {
-          row[kind] = combinePhases(parts[i]!);
-        });
+        entrants.push({ row, target, peak: new PeakRss(() => target.gatewayPids()), slices: {} });
+      } catch (err) {
+        fail(row, err, log);
+      }
+    }
+    // The llama.cpp rows: every engine host (one is loaded at a time) gets the same CPU of its
+    // own (the agent; the baseline's own process); the gateway and the load generator keep off it.
+    const isolated = engineRows
+      ? isolateEngineHost(entrants.flatMap((e) => e.target.agentPids?.() ?? []), [...entrants.flatMap((e) => e.target.gatewayPids()), process.pid])
+      : null;
+    if (engineRows) for (const e of entrants) e.row.notes.push(isolated?.note ?? "engine host not pinned to a CPU of its own (one CPU, or no taskset)");
+    try {
+      for (const [kind, p, stream] of phases) {
+        log(`${kind}: ${entrants.map((e) => e.row.label).join(", ")}, in turns ...`);
+        for (let turn = 0; turn < TURNS; turn++) {
+          for (const e of turn % 2 === 0 ? entrants : [...entrants].reverse()) {
+            if (e.row.status === "failed") continue;
+            const done = (e.slices[kind] ??= []);
+            const slice: Phase = {
+              ...p,
+              durationMs: p.durationMs / TURNS,
+              maxRequests: Math.ceil(p.maxRequests / TURNS),
+              // Each row warms up before its first slice of the phase only.
+              warmupMs: done.length === 0 ? p.warmupMs : 0,
+            };
+            const profiling = opts.cpuProfDir && done.length === 0 && kind !== "lone" ? { dir: opts.cpuProfDir, label: `${e.row.id}.${kind}`, log } : undefined;
+            try {
+              done.push(await phase(e.target, slice, stream, profile.requestTimeoutMs, profiling));
+            } catch (err) {
+              fail(e.row, err, log);
+            }
+          }
+        }
+        for (const e of entrants) {
+          const slices = e.slices[kind];
+          if (e.row.status !== "failed" && slices) e.row[kind] = combinePhases(slices);
+        }
       }
     } finally {
       isolated?.undo();
     }
+    for (const { row } of entrants) {
+      if (row.status === "ok") log(`  ${row.label}: small ${row.small!.rps.toFixed(0)} req/s (${row.small!.errors} errors), stream ${row.stream!.tokensPerSec.toFixed(0)} tok/s (${row.stream!.errors} errors)`);
+    }
   } finally {
-    targets.forEach((target, i) => {
-      const bytes = peaks[i]!.stop();
-      if (target.gatewayPids().length > 0) rows[i]!.gatewayRssBytes = bytes;
-      rows[i]!.notes.push(...target.notes());
-    });
-    for (const target of targets) await target.close().catch((err: unknown) => opts.log(`  stopping it failed: ${describe(err)}`));
+    for (const { row, target, peak } of entrants) {
+      const bytes = peak.stop();
+      if (target.gatewayPids().length > 0) row.gatewayRssBytes = bytes;
+      row.notes.push(...target.notes());
+      await target.close().catch((err: unknown) => log(`  stopping ${row.label} failed: ${describe(err)}`));
+    }
   }
 }
 
+function fail(row: RowResult, err: unknown, log: (line: string) => void): void {
+  row.status = "failed";
+  row.reason = describe(err);
+  log(`  ${row.label} failed: ${row.reason}`);
+}
+
 /** Slices of one phase as one: the load combined, CPU per request averaged over all requests. */
-function combinePhases(parts: readonly PhaseResult[]): PhaseResult {
-  const load = combineLoads(parts);
+function combinePhases(slices: readonly PhaseResult[]): PhaseResult {
+  const load = combineLoads(slices);
   const perRequest = (f: (p: PhaseResult) => number | undefined): number | undefined => {
-    if (parts.some((p) => f(p) === undefined) || load.requests === 0) return undefined;
-    return parts.reduce((n, p) => n + f(p)! * p.requests, 0) / load.requests;
+    if (slices.some((p) => f(p) === undefined) || load.requests === 0) return undefined;
+    return slices.reduce((n, p) => n + f(p)! * p.requests, 0) / load.requests;
   };
   return { ...load, gatewayCpuMsPerRequest: perRequest((p) => p.gatewayCpuMsPerRequest), agentCpuMsPerRequest: perRequest((p) => p.agentCpuMsPerRequest) };
 }
@@ -228,7 +255,7 @@ function describe(err: unknown): string {
   return (err instanceof Error ? err.message : String(err)).split("\n")[0]!.slice(0, 400);
 }
 
-/** Starts what each row needs, loads it, stops it; one row at a time, on 127.0.0.1 only. */
+/** Starts what each group of rows needs, loads its rows in turns, stops it; on 127.0.0.1 only. */
 export async function runBench(opts: BenchOptions): Promise<BenchRun> {
   const { profile, log } = opts;
   const startedAt = new Date();
@@ -250,54 +277,15 @@ export async function runBench(opts: BenchOptions): Promise<BenchRun> {
       log(`synthetic upstream at ${upstream.url}`);
       await warmUp(upstream.direct, profile, log);
     }
-    const inTurns = wanted.some((r) => r.id === "llama") && wanted.some((r) => r.id === "sluice-llama");
-    for (const { id, label } of wanted) {
-      if (inTurns && id === "sluice-llama") continue; // measured with "llama"
-      const row: RowResult = { id, label, status: "ok", notes: [] };
-      rows.push(row);
-      if (inTurns && id === "llama") {
-        const other = ROWS.find((r) => r.id === "sluice-llama")!;
-        const gw: RowResult = { id: other.id, label: other.label, status: "ok", notes: [] };
-        rows.push(gw);
-        log(`rows ${rows.length - 1} and ${rows.length}: ${label} and ${other.label}, in turns ...`);
-        try {
-          await measureLlamaPair([row, gw], profile, opts, runtime);
-          for (const r of [row, gw]) log(`  ${r.label}: small ${r.small!.rps.toFixed(0)} req/s (${r.small!.errors} errors), stream ${r.stream!.tokensPerSec.toFixed(0)} tok/s (${r.stream!.errors} errors)`);
-        } catch (err) {
-          for (const r of [row, gw]) {
-            r.status = "failed";
-            r.reason = describe(err);
-          }
-          log(`  failed: ${row.reason}`);
-        }
-        continue;
-      }
-      log(`row ${rows.length}: ${label} ...`);
-      let target: RunningTarget | undefined;
-      try {
-        target = await startRow(id, upstream, opts, runtime, row);
-        if (!target) {
-          log(`  skipped: ${row.reason}`);
-          continue;
-        }
-        const llamaRow = id === "llama" || id === "sluice-llama";
-        // Both llama.cpp rows give their engine host (the agent; the baseline's own process) the
-        // same CPU of its own, and keep the gateway and the load generator off it.
-        const isolated = llamaRow ? isolateEngineHost(target.agentPids?.() ?? [], [...target.gatewayPids(), process.pid]) : null;
-        if (llamaRow) row.notes.push(isolated?.note ?? "engine host not pinned to a CPU of its own (one CPU, or no taskset)");
-        try {
-          await measure(row, target, llamaRow ? profile.llamaSmall : profile.small, llamaRow ? profile.llamaStream : profile.stream, llamaRow ? undefined : profile.lone, profile, opts);
-        } finally {
-          isolated?.undo();
-        }
-        log(`  small ${row.small!.rps.toFixed(0)} req/s (${row.small!.errors} errors), stream ${row.stream!.tokensPerSec.toFixed(0)} tok/s (${row.stream!.errors} errors)`);
-      } catch (err) {
-        row.status = "failed";
-        row.reason = describe(err);
-        log(`  failed: ${row.reason}`);
-      } finally {
-        await target?.close().catch((err: unknown) => log(`  stopping it failed: ${describe(err)}`));
-      }
+    for (const group of [SYNTHETIC_ROWS, LLAMA_ROWS]) {
+      const rowsOf = wanted.filter((r) => group.includes(r.id)).map(({ id, label }): RowResult => ({ id, label, status: "ok", notes: [] }));
+      if (rowsOf.length === 0) continue;
+      rows.push(...rowsOf);
+      const engineRows = group === LLAMA_ROWS;
+      const phases = engineRows
+        ? ([["small", profile.llamaSmall, false], ["stream", profile.llamaStream, true]] as const)
+        : ([["small", profile.small, false], ["stream", profile.stream, true], ["lone", profile.lone, true]] as const);
+      await measureInTurns(rowsOf, phases, upstream, opts, runtime, engineRows);
     }
   } finally {
     await upstream?.close();

@@ -42,8 +42,8 @@ describe("the benchmark (smoke run)", () => {
     const report = render(run);
     expect(report).toContain("### Targets (issue 7)");
     expect(report).toContain("running workerd");
-    // The two llama.cpp rows are measured in turns (bench.ts, measureLlamaPair).
-    expect(report).toContain("the two rows in turns");
+    // Rows are measured in turns (bench.ts, measureInTurns).
+    expect(report).toContain("Rows are measured in turns");
     expect(report).toContain("### Scale (fleet simulator)");
   });
 });

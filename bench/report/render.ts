@@ -81,10 +81,6 @@ function addedLatency(run: BenchRun): string {
   return table(["over the direct floor", "small p50 +ms", "small p99 +ms", "TTFT p50 +ms", "TTFT p99 +ms", "TTFT p50 +ms, one stream", "stream tok/s kept"], rows);
 }
 
-function bothLlamaRows(run: BenchRun): boolean {
-  return byId(run.rows, "llama") !== undefined && byId(run.rows, "sluice-llama") !== undefined;
-}
-
 function llamaPair(run: BenchRun): string | undefined {
   const base = byId(run.rows, "llama");
   const gw = byId(run.rows, "sluice-llama");
@@ -160,7 +156,8 @@ export function render(run: BenchRun): string {
     `  small = ${phaseText(p.small, `non-streaming chat, max_tokens ${p.small.maxTokens}`)};`,
     `  stream = ${phaseText(p.stream, `${p.stream.maxTokens}-token streams with include_usage`)};`,
     `  one stream = ${phaseText(p.lone, "the same streams one at a time")}: the path's own added time to first token (under the stream load it also includes queueing for the CPU);`,
-    `  llama rows: small = ${phaseText(p.llamaSmall, `max_tokens ${p.llamaSmall.maxTokens}`)}; stream = ${phaseText(p.llamaStream, `${p.llamaStream.maxTokens}-token streams`)}${bothLlamaRows(run) ? "; the two rows in turns, both engines up at once: each phase cut in four slices, run in-process, Sluice, Sluice, in-process (each row half the time, its warm-up before its first slice), so a drift in the machine's speed touches both rows alike" : ""}.`,
+    `  llama rows: small = ${phaseText(p.llamaSmall, `max_tokens ${p.llamaSmall.maxTokens}`)}; stream = ${phaseText(p.llamaStream, `${p.llamaStream.maxTokens}-token streams`)}.`,
+    `  Rows are measured in turns, in two groups (the synthetic rows; the two llama.cpp rows): every target of a group up at once, each phase cut into two slices per row, run in the table's order and then in reverse (each row's warm-up before its first slice), and a row's slices counted as one load. So a drift in the machine's speed, which reaches tens of percent over minutes here, touches every row of a comparison alike.`,
     ...(run.fleet ? [`  ${fleetLoadText(run.fleet.phase)}.`] : []),
     `  TTFT = request start to the arrival of the first non-empty content token; tok/s = completion tokens (usage chunk) of successful streams ÷ wall time.`,
     "",
