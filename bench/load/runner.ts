@@ -78,49 +78,38 @@ export async function runLoad(opts: LoadOptions, task: Task): Promise<LoadResult
     }
   };
   await Promise.all(Array.from({ length: opts.concurrency }, worker));
-  const wallMs = performance.now() - t0;
-  const sortedLatency = ascending(latencies);
-  const sortedTtft = ascending(ttfts);
+  return summary({ concurrency: opts.concurrency, requests: started, ok, errors, errorExamples: examples, wallMs: performance.now() - t0, tokens }, latencies, ttfts);
+}
+
+type Counts = Pick<LoadResult, "concurrency" | "requests" | "ok" | "errors" | "errorExamples" | "wallMs" | "tokens">;
+
+/** A load's result from its counts and its successful requests' latencies and times to first token. */
+function summary(counts: Counts, latencies: readonly number[], ttfts: readonly number[]): LoadResult {
+  const latency = ascending(latencies);
+  const ttft = ascending(ttfts);
   return {
-    concurrency: opts.concurrency,
-    requests: started,
-    ok,
-    errors,
-    errorExamples: examples,
-    wallMs,
-    rps: (ok * 1000) / wallMs,
-    latencyP50: percentile(sortedLatency, 50),
-    latencyP99: percentile(sortedLatency, 99),
-    ttftP50: percentile(sortedTtft, 50),
-    ttftP99: percentile(sortedTtft, 99),
-    tokensPerSec: (tokens * 1000) / wallMs,
-    tokens,
-    sorted: { latency: sortedLatency, ttft: sortedTtft },
+    ...counts,
+    rps: (counts.ok * 1000) / counts.wallMs,
+    latencyP50: percentile(latency, 50),
+    latencyP99: percentile(latency, 99),
+    ttftP50: percentile(ttft, 50),
+    ttftP99: percentile(ttft, 99),
+    tokensPerSec: (counts.tokens * 1000) / counts.wallMs,
+    sorted: { latency, ttft },
   };
 }
 
 /** Loads run in turns (slices of one phase) as if they were one: counts and times summed, percentiles over all samples. */
 export function combineLoads(parts: readonly LoadResult[]): LoadResult {
   const sum = (f: (r: LoadResult) => number) => parts.reduce((n, r) => n + f(r), 0);
-  const latency = ascending(parts.flatMap((r) => r.sorted.latency));
-  const ttft = ascending(parts.flatMap((r) => r.sorted.ttft));
-  const wallMs = sum((r) => r.wallMs);
-  const ok = sum((r) => r.ok);
-  const tokens = sum((r) => r.tokens);
-  return {
+  const counts: Counts = {
     concurrency: parts[0]?.concurrency ?? 0,
     requests: sum((r) => r.requests),
-    ok,
+    ok: sum((r) => r.ok),
     errors: sum((r) => r.errors),
     errorExamples: [...new Set(parts.flatMap((r) => r.errorExamples))].slice(0, 3),
-    wallMs,
-    rps: (ok * 1000) / wallMs,
-    latencyP50: percentile(latency, 50),
-    latencyP99: percentile(latency, 99),
-    ttftP50: percentile(ttft, 50),
-    ttftP99: percentile(ttft, 99),
-    tokensPerSec: (tokens * 1000) / wallMs,
-    tokens,
-    sorted: { latency, ttft },
+    wallMs: sum((r) => r.wallMs),
+    tokens: sum((r) => r.tokens),
   };
+  return summary(counts, parts.flatMap((r) => r.sorted.latency), parts.flatMap((r) => r.sorted.ttft));
 }
