@@ -122,8 +122,9 @@ describe("connecting with a hotkey", () => {
     expect(answers.every((a) => a.usage?.completion_tokens === 4)).toBe(true);
     const after = await routerSnapshot(gw, TINY_CHUTE.id);
     for (const inst of after.instances) expect(inst.health.served, inst.minerId).toBeGreaterThan(0);
-    const rows = await gw.db.prepare("SELECT DISTINCT miner_id FROM invocations").all<{ miner_id: string }>();
-    expect(new Set(rows.results.map((r) => r.miner_id))).toEqual(new Set([alice.id, bob.id, carol.id]));
+    // Invocations are recorded after the response (with its settle, batched).
+    const minersRecorded = async () => new Set((await gw.db.prepare("SELECT DISTINCT miner_id FROM invocations").all<{ miner_id: string }>()).results.map((r) => r.miner_id));
+    await expect.poll(minersRecorded).toEqual(new Set([alice.id, bob.id, carol.id]));
     // The registry shows who is connected, and what each reported.
     expect(await registryRow(alice.id)).toMatchObject({ status: "active", source: "admin", connected: true, gpus: [] });
     expect(await registryRow(dave.id)).toMatchObject({ status: "active", connected: false, last_seen_at: null });

@@ -144,6 +144,9 @@ describe("routing", () => {
       }
     };
     await Promise.all([worker(), worker(), worker()]);
+    // Invocations are recorded after the response (with its settle, batched): wait for all 30.
+    const allServed = async () => (await Promise.all(ids.map((id) => servedBy(id)))).filter((s) => s !== null).length;
+    await expect.poll(allServed).toBe(30);
     const served = await Promise.all(ids.map((id) => servedBy(id)));
     const fast = served.filter((s) => s === instanceOf("miner-b")).length;
     const slow = served.filter((s) => s === instanceOf("miner-a")).length;
@@ -165,8 +168,10 @@ describe("routing", () => {
       const tookMs = Date.now() - started;
       expect(res.choices[0]?.message.content?.trim().split(/\s+/)).toHaveLength(maxTokens);
       expect(res.usage?.completion_tokens).toBe(maxTokens);
-      const row = await gw.db.prepare("SELECT ttft_ms, completion_tokens FROM invocations WHERE id = ?").bind(res.id).first<{ ttft_ms: number; completion_tokens: number }>();
-      expect(row?.completion_tokens).toBe(maxTokens);
+      // Recorded after the response (with its settle, batched).
+      const recorded = () => gw.db.prepare("SELECT ttft_ms, completion_tokens FROM invocations WHERE id = ?").bind(res.id).first<{ ttft_ms: number; completion_tokens: number }>();
+      await expect.poll(async () => (await recorded())?.completion_tokens).toBe(maxTokens);
+      const row = await recorded();
       // The first token's time, not the whole job's: held events do not count as slower.
       expect(row?.ttft_ms).toBeGreaterThanOrEqual(290);
       expect(row?.ttft_ms).toBeLessThan(Math.min(tookMs - 100, 900));
