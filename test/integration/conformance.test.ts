@@ -502,9 +502,13 @@ describe("embeddings", () => {
   });
 
   it("is billed like a prompt: the invocation charges its prompt tokens at the prompt price", async () => {
+    const since = Date.now();
     const { body } = await embed({ input: ["Billing for embeddings counts the prompt only."] });
     interface Row { endpoint: string; outcome: string; prompt_tokens: number; completion_tokens: number; cost_nano: number; hold_nano: number }
-    const latest = () => gw.db.prepare("SELECT * FROM invocations WHERE endpoint = 'embedding' ORDER BY created_at DESC LIMIT 1").first<Row>();
+    // Rows are written after their responses, in batches, so not in request order: this request's
+    // row is the one written since it began with its prompt count (earlier tests sent other inputs).
+    const latest = () =>
+      gw.db.prepare("SELECT * FROM invocations WHERE endpoint = 'embedding' AND prompt_tokens = ? AND created_at >= ?").bind(body.usage.prompt_tokens, since).first<Row>();
     await expect.poll(latest).toMatchObject({ outcome: "ok", prompt_tokens: body.usage.prompt_tokens, completion_tokens: 0 });
     const last = (await latest())!;
     expect(last.cost_nano).toBe(Math.ceil((body.usage.prompt_tokens * TINY_CHUTE.promptPriceNanoPerM) / 1e6));
