@@ -54,13 +54,29 @@ export class SseParser {
   push(text: string): string[] {
     const buffer = this.buffer + text;
     const events: string[] = [];
-    const eol = /\r\n|\r|\n/g;
+    // Lines end at CRLF, LF or CR. The next CR and LF are each searched for once, and again only
+    // when passed (most servers send no CR at all: one scan of the text finds none).
     let start = 0;
-    for (let m = eol.exec(buffer); m; m = eol.exec(buffer)) {
-      // A lone trailing CR may be the first half of a CRLF split across reads.
-      if (m[0] === "\r" && m.index + 1 === buffer.length) break;
-      this.line(buffer.slice(start, m.index), events);
-      start = m.index + m[0].length;
+    let cr = buffer.indexOf("\r");
+    let lf = buffer.indexOf("\n");
+    for (;;) {
+      if (cr !== -1 && cr < start) cr = buffer.indexOf("\r", start);
+      if (lf !== -1 && lf < start) lf = buffer.indexOf("\n", start);
+      let end: number;
+      let next: number;
+      if (cr !== -1 && (lf === -1 || cr < lf)) {
+        // A lone trailing CR may be the first half of a CRLF split across reads.
+        if (cr + 1 === buffer.length) break;
+        end = cr;
+        next = lf === cr + 1 ? cr + 2 : cr + 1;
+      } else if (lf !== -1) {
+        end = lf;
+        next = lf + 1;
+      } else {
+        break;
+      }
+      this.line(buffer.slice(start, end), events);
+      start = next;
     }
     this.buffer = buffer.slice(start);
     return events;
@@ -77,7 +93,7 @@ export class SseParser {
 
   private line(line: string, events: string[]): void {
     if (line === "") {
-      if (this.data.length > 0) events.push(this.data.join("\n"));
+      if (this.data.length > 0) events.push(this.data.length === 1 ? this.data[0]! : this.data.join("\n"));
       this.data = [];
     } else if (line.startsWith("data")) {
       const rest = line.slice(4);
