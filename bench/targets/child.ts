@@ -1,4 +1,4 @@
-import { spawn, type SpawnOptions } from "node:child_process";
+import { spawn, type ChildProcess, type Serializable, type SpawnOptions } from "node:child_process";
 
 const KEEP_BYTES = 8 * 1024;
 const running = new Set<ManagedChild>();
@@ -17,9 +17,14 @@ export class ManagedChild {
   private waiters: { pattern: RegExp; resolve: (m: RegExpExecArray) => void }[] = [];
   private alive = true;
 
-  constructor(readonly name: string, command: string, args: string[], options: SpawnOptions = {}) {
-    const child = spawn(command, args, { ...options, stdio: ["pipe", "pipe", "pipe"] });
+  private readonly child: ChildProcess;
+
+  /** `ipc`: the child gets Node's IPC channel (a Node process), for `send` and `onMessage`. */
+  constructor(readonly name: string, command: string, args: string[], options: SpawnOptions & { ipc?: boolean } = {}) {
+    const { ipc, ...spawnOptions } = options;
+    const child = spawn(command, args, { ...spawnOptions, stdio: ipc ? ["pipe", "pipe", "pipe", "ipc"] : ["pipe", "pipe", "pipe"] });
     if (child.pid === undefined) throw new Error(`${name}: could not start ${command}`);
+    this.child = child;
     this.pid = child.pid;
     this.kill = (signal) => {
       if (this.alive) child.kill(signal);
@@ -89,6 +94,22 @@ export class ManagedChild {
 
   firstOutput(chars: number): string {
     return this.head.slice(0, chars);
+  }
+
+  /** Sends a message over the IPC channel; false when there is none (it closed, or the process exited). */
+  send(message: Serializable): boolean {
+    if (!this.child.connected) return false;
+    this.child.send(message);
+    return true;
+  }
+
+  onMessage(handler: (message: unknown) => void): void {
+    this.child.on("message", handler);
+  }
+
+  /** Closes the IPC channel (a child may take that as its cue to finish). */
+  disconnect(): void {
+    if (this.child.connected) this.child.disconnect();
   }
 
   /** SIGTERM, then SIGKILL if it has not exited within `graceMs`. */

@@ -1,10 +1,10 @@
-import { fork } from "node:child_process";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import type { Engine, LlamaCppEngineConfig } from "../../miner-agent/engines/types.ts";
 import type { JobSpec } from "../../protocol/index.ts";
 import { CHAT_PROMPT, type ChatBody } from "../load/http-client.ts";
 import type { Sample } from "../load/runner.ts";
+import { ManagedChild } from "./child.ts";
 import type { LoadClient, RunningTarget } from "./types.ts";
 
 /** The job the gateway would send the agent for `body` (what worker/inference/normalize.ts builds). */
@@ -42,33 +42,33 @@ const HOST = fileURLToPath(new URL("./llama-host.ts", import.meta.url));
  * hosts can be given the same CPU; the bench process, which ran the rows before, is not one.
  */
 export async function startLlamaInProcess(config: LlamaCppEngineConfig): Promise<RunningTarget> {
-  const child = fork(HOST, [JSON.stringify(config)], { execArgv: ["--import", "tsx"], stdio: ["ignore", "ignore", "inherit", "ipc"] });
-  const killOnExit = () => child.kill("SIGKILL");
-  process.once("exit", killOnExit);
+  const host = new ManagedChild("llama.cpp engine host", process.execPath, ["--import", "tsx", HOST, JSON.stringify(config)], { ipc: true });
   const pending = new Map<number, (s: Sample) => void>();
-  const exited = new Promise<void>((resolve) =>
-    child.once("exit", () => {
-      for (const answer of pending.values()) answer({ ok: false, error: "the llama.cpp engine host exited", latencyMs: 0 });
-      pending.clear();
-      resolve();
-    }),
-  );
+  const exited = host.exited.then(() => {
+    for (const answer of pending.values()) answer({ ok: false, error: "the llama.cpp engine host exited", latencyMs: 0 });
+    pending.clear();
+  });
   let next = 0;
-  child.on("message", (m: { ready?: true; id?: number; sample?: Sample }) => {
+  let ready: () => void = () => undefined;
+  host.onMessage((message) => {
+    const m = message as { ready?: true; id?: number; sample?: Sample };
+    if (m.ready) return ready();
     if (m.id === undefined || !m.sample) return;
     pending.get(m.id)?.(m.sample);
     pending.delete(m.id);
   });
   await new Promise<void>((resolve, reject) => {
-    child.once("message", () => resolve());
-    void exited.then(() => reject(new Error("the llama.cpp engine host exited before it was ready")));
+    ready = resolve;
+    void exited.then(() => reject(new Error(`the llama.cpp engine host exited before it was ready; output: ${host.lastOutput(1500)}`)));
   });
   const generate = (body: ChatBody, timeoutMs: number): Promise<Sample> =>
     new Promise((resolve) => {
-      if (!child.connected) return resolve({ ok: false, error: "the llama.cpp engine host exited", latencyMs: 0 });
       const id = next++;
       pending.set(id, resolve);
-      child.send({ id, body, timeoutMs });
+      if (!host.send({ id, body, timeoutMs })) {
+        pending.delete(id);
+        resolve({ ok: false, error: "the llama.cpp engine host exited", latencyMs: 0 });
+      }
     });
   const client = (_connections: number, timeoutMs: number): LoadClient => ({
     complete: (body) => generate(body, timeoutMs),
@@ -78,15 +78,15 @@ export async function startLlamaInProcess(config: LlamaCppEngineConfig): Promise
   return {
     client,
     gatewayPids: () => [],
-    agentPids: () => [child.pid!],
+    agentPids: () => [host.pid],
     notes: () => [
       `engine in a process of its own (bench/targets/llama-host.ts), each request sent over Node's IPC channel and timed there around engine.generate: llama.cpp, ${config.parallel} parallel sequences, ${config.threads ?? 1} thread(s), context ${config.contextSize}`,
     ],
+    // The host closes its engine and exits when the channel closes; one that does not is killed.
     close: async () => {
-      if (child.connected) child.disconnect();
+      host.disconnect();
       await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000))]);
-      child.kill("SIGKILL");
-      process.off("exit", killOnExit);
+      host.kill("SIGKILL");
     },
   };
 }
