@@ -1,4 +1,4 @@
-import { fillPlaceholders, getTableColumns, is, SQL, sql } from "drizzle-orm";
+import { getTableColumns, is, SQL, sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import type { ApiKeyRecord, ChuteRecord } from "../catalog/types.ts";
 import { invocations } from "../db/schema.ts";
@@ -85,15 +85,15 @@ class InvocationBatcher {
 }
 
 async function write(db: D1Database, rows: Row[]): Promise<void> {
+  const insert = (batch: Row[]) => db.prepare((batchQuery ??= batchTemplate(db))).bind(JSON.stringify(batch.map(packed))).run();
   try {
-    await db.prepare((batchQuery ??= batchTemplate(db))).bind(JSON.stringify(rows.map(packed))).run();
+    await insert(rows);
   } catch (err) {
     // A batch is one statement: one bad row would lose the others, so write them one by one.
     log.warn("invocation.batch_failed", { component: "gateway", rows: rows.length, error: String(err) });
     for (const r of rows) {
       try {
-        const q = (insertQuery ??= insertTemplate(db));
-        await db.prepare(q.sql).bind(...fillPlaceholders(q.params, { ...r, stream: r.stream ? 1 : 0 })).run();
+        await insert([r]);
       } catch (e) {
         log.error("invocation.record_failed", { component: "gateway", id: r.id, error: String(e) });
       }
@@ -104,13 +104,12 @@ async function write(db: D1Database, rows: Row[]): Promise<void> {
 const batcher = new InvocationBatcher();
 
 /**
- * The inserts, built by drizzle once and bound per call (building a query per row cost more
- * than writing it). A batch is one statement with one parameter: its rows as a JSON array of
- * arrays (COLUMNS order), unpacked by SQLite's json_each. One statement per row cost D1 more per
- * row than the row itself. A single row, when a batch failed, goes with a placeholder per column.
+ * The insert, built by drizzle once and bound per call (building a query per row cost more than
+ * writing it). A batch is one statement with one parameter: its rows as a JSON array of arrays
+ * (COLUMNS order), unpacked by SQLite's json_each. One statement per row cost D1 more per row
+ * than the row itself. When a batch fails, each row goes again on its own, a batch of one.
  */
 let batchQuery: string | null = null;
-let insertQuery: { sql: string; params: unknown[] } | null = null;
 
 const COLUMNS = [
   "id", "accountId", "apiKeyId", "chuteId", "minerId", "instanceId", "endpoint", "stream", "outcome", "errorCode", "finishReason",
@@ -138,11 +137,6 @@ function batchTemplate(db: D1Database): string {
   // `where true`: SQLite reads an upsert's ON CONFLICT after a bare FROM as a join constraint.
   const rows = sql`select ${sql.join(fields, sql`, `)} from json_each(${sql.placeholder("rows")}) where true`;
   return drizzle(db).insert(invocations).select(rows).onConflictDoNothing().toSQL().sql;
-}
-
-function insertTemplate(db: D1Database): { sql: string; params: unknown[] } {
-  const values = Object.fromEntries(COLUMNS.map((c) => [c, sql.placeholder(c)])) as unknown as Row;
-  return drizzle(db).insert(invocations).values(values).onConflictDoNothing().toSQL();
 }
 
 /** Emit the invocation's canonical log line and queue its row for D1; resolves once written. */
