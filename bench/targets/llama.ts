@@ -43,9 +43,10 @@ const HOST = fileURLToPath(new URL("./llama-host.ts", import.meta.url));
  */
 export async function startLlamaInProcess(config: LlamaCppEngineConfig): Promise<RunningTarget> {
   const host = new ManagedChild("llama.cpp engine host", process.execPath, ["--import", "tsx", HOST, JSON.stringify(config)], { ipc: true });
+  const gone: Sample = { ok: false, error: "the llama.cpp engine host exited", latencyMs: 0 };
   const pending = new Map<number, (s: Sample) => void>();
   const exited = host.exited.then(() => {
-    for (const answer of pending.values()) answer({ ok: false, error: "the llama.cpp engine host exited", latencyMs: 0 });
+    for (const answer of pending.values()) answer(gone);
     pending.clear();
   });
   let next = 0;
@@ -67,7 +68,7 @@ export async function startLlamaInProcess(config: LlamaCppEngineConfig): Promise
       pending.set(id, resolve);
       if (!host.send({ id, body, timeoutMs })) {
         pending.delete(id);
-        resolve({ ok: false, error: "the llama.cpp engine host exited", latencyMs: 0 });
+        resolve(gone);
       }
     });
   const client = (_connections: number, timeoutMs: number): LoadClient => ({
