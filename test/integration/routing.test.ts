@@ -253,6 +253,36 @@ describe("routing", () => {
     expect((await routerSnapshot(gw, TINY_CHUTE.id)).affinityHits).toBe(hitsBefore + 1);
   });
 
+  it("a conversation's next turn goes to the instance holding it, not to the slot another conversation behind the same system prompt just freed", async () => {
+    await upstreamAgent("miner-a", { delayPerTokenMs: 1 }, 2);
+    await upstreamAgent("miner-b", { delayPerTokenMs: 1 }, 2);
+    await waitForInstances(gw, TINY_CHUTE.id, 2);
+    type Message = OpenAI.Chat.ChatCompletionMessageParam;
+    const system: Message = { role: "system", content: "You are Sluice's billing assistant. Explain every charge in plain words. ".repeat(4) };
+    const turn = async (history: Message[], question: string) => {
+      const messages: Message[] = [...history, { role: "user", content: question }];
+      const res = await client.chat.completions.create({ model: TINY_CHUTE.name, messages, max_tokens: 2 });
+      return { id: res.id, history: [...messages, { role: "assistant", content: res.choices[0]!.message.content ?? "" } as Message] };
+    };
+    // Conversation A starts on miner-a (both idle: first by id)...
+    let a = await turn([system], "Why was I charged twice?");
+    await expect.poll(() => servedBy(a.id)).toBe(instanceOf("miner-a"));
+    // ...and B on miner-b, while a long request on miner-a puts its load past the affinity's slack.
+    const blocker = client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "long" }], max_tokens: 200 });
+    await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances.find((i) => i.minerId === idOf("miner-a"))?.inflight).toBe(1);
+    let b = await turn([system], "What is a hold?");
+    await expect.poll(() => servedBy(b.id)).toBe(instanceOf("miner-b"));
+    await blocker;
+    // The two take turns, each sent as soon as the other's answer is in: the slot the last one
+    // freed is still on its way back to the router, but it holds the other conversation.
+    for (let k = 2; k <= 10; k++) {
+      a = await turn(a.history, `And question ${k} of A?`);
+      b = await turn(b.history, `And question ${k} of B?`);
+      await expect.poll(() => servedBy(a.id)).toBe(instanceOf("miner-a"));
+      await expect.poll(() => servedBy(b.id)).toBe(instanceOf("miner-b"));
+    }
+  });
+
   it("a slow first token gets SSE keep-alive comments, then the answer, on the same 200 stream", async () => {
     await upstreamAgent("miner-a", { delayBeforeFirstTokenMs: 2_000 }, 2);
     await waitForInstances(gw, TINY_CHUTE.id, 1);

@@ -35,6 +35,24 @@ export function prefixHashes(spec: JobSpec): string[] {
   return out.slice(-MAX_PREFIXES);
 }
 
+/**
+ * Whether a request with `prefixes` may take over the slot of a finished request that had
+ * `held`, going to that instance without asking the router: only where the router's prefix
+ * affinity would send it there too, as far as the two requests show. That is when it has nothing
+ * to route by, when it continues (or repeats) the conversation that held the slot, or when it
+ * starts like that one and nothing else of it can be cached anywhere: only its own whole prompt
+ * is new. A conversation with history of its own (the next turn of another conversation behind
+ * the same system prompt) goes to the router, which knows where that history is.
+ */
+export function mayTakeOver(held: readonly string[], prefixes: readonly string[]): boolean {
+  const longest = prefixes.at(-1);
+  if (longest === undefined) return true;
+  const heldLongest = held.at(-1);
+  if (heldLongest !== undefined && prefixes.includes(heldLongest)) return true;
+  if (held.includes(longest)) return true;
+  return prefixes.length >= 2 && prefixes.slice(0, -1).every((p) => held.includes(p));
+}
+
 class Fnv {
   private a = 0x811c9dc5;
   private b = 0x01000193 ^ 0x5bd1e995;

@@ -1,6 +1,7 @@
 import type { AcquireResult, ChuteRouter, LeaseRelease, LeaseReport } from "../../durable-objects/chute-router.ts";
 import { log } from "../log.ts";
 import { awaitShared } from "../runtime/shared-wait.ts";
+import { mayTakeOver } from "./prefix.ts";
 
 /**
  * Router slots given back by this isolate's requests, per chute: sent with the isolate's next
@@ -86,9 +87,8 @@ export function takeOver(chuteId: string, weight: number, prefixes: string[]): E
   if (!s || s.roomyUntil < Date.now()) return null;
   for (const p of s.pending) {
     if (p.handedOver || (p.report && p.report.result !== "ok") || p.lease.weight !== weight) continue;
-    // A conversation goes where the router's prefix affinity sends it, unless it starts like
-    // the one that held the slot (a shared system prompt, the same conversation).
-    if (prefixes.length > 0 && p.lease.prefixes[0] !== prefixes[0]) continue;
+    // A conversation goes where the router's prefix affinity sends it (see mayTakeOver).
+    if (!mayTakeOver(p.lease.prefixes, prefixes)) continue;
     p.handedOver = { prefixes };
     const { leaseId, instanceId, minerId } = p.lease;
     return { ok: true, leaseId, instanceId, minerId, affinity: false };
