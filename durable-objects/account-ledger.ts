@@ -83,11 +83,20 @@ export class AccountLedger extends DurableObject<Env> {
   /** Append an entry and apply its effects; false (and nothing applied) when (kind, ref) exists. */
   private append(kind: EntryKind, ref: string, amount: number, held: number): boolean {
     if (this.entry(kind, ref)) return false;
-    this.sql.exec("INSERT INTO entries (kind, ref, amount, held, at) VALUES (?, ?, ?, ?, ?)", kind, ref, amount, held, Date.now());
+    this.insertEntry(kind, ref, amount, held);
     const t = this.totals();
-    this.meta.set("balance", t.balance + amount);
-    this.meta.set("held", t.held + held);
+    this.setTotals(t, { balance: t.balance + amount, held: t.held + held });
     return true;
+  }
+
+  /** The entry row alone: its effects on the totals are the caller's to write (see applyCharges). */
+  private insertEntry(kind: EntryKind, ref: string, amount: number, held: number): void {
+    this.sql.exec("INSERT INTO entries (kind, ref, amount, held, at) VALUES (?, ?, ?, ?, ?)", kind, ref, amount, held, Date.now());
+  }
+
+  private setTotals(before: { balance: number; held: number }, after: { balance: number; held: number }): void {
+    if (after.balance !== before.balance) this.meta.set("balance", after.balance);
+    if (after.held !== before.held) this.meta.set("held", after.held);
   }
 
   private entry(kind: EntryKind, ref: string): { amount: number; held: number } | null {
@@ -262,28 +271,29 @@ export class AccountLedger extends DurableObject<Env> {
 
   private applyCharges(req: LeaseSync): Record<string, number> {
     const charged: Record<string, number> = {};
-    // The lease's amount is read once and written once for the whole batch.
+    // The lease's amount and the account's totals are read once and written once for the whole
+    // batch: per charge, one lookup (applied already?) and one entry row.
     let lease = this.leaseRow(req.leaseId)?.amount ?? null;
     const before = lease;
+    const start = this.totals();
+    const totals = { ...start };
     for (const c of req.charges) {
       const done = this.entry("settle", c.id);
       if (done) {
         charged[c.id] = -done.amount;
         continue;
       }
-      if (lease !== null) {
-        const amount = Math.min(c.costNano, lease);
-        this.append("settle", c.id, -amount, -amount);
-        lease -= amount;
-        charged[c.id] = amount;
-      } else {
-        // The lease expired (its isolate went quiet for longer than the TTL): charge what is free.
-        const { balance, held } = this.totals();
-        const amount = Math.min(c.costNano, Math.max(0, balance - held));
-        this.append("settle", c.id, -amount, 0);
-        charged[c.id] = amount;
-      }
+      // Without its lease (it expired: its isolate went quiet for longer than the TTL), a charge
+      // takes what is free.
+      const amount = Math.min(c.costNano, lease ?? Math.max(0, totals.balance - totals.held));
+      const held = lease === null ? 0 : -amount;
+      this.insertEntry("settle", c.id, -amount, held);
+      totals.balance -= amount;
+      totals.held += held;
+      if (lease !== null) lease -= amount;
+      charged[c.id] = amount;
     }
+    this.setTotals(start, totals);
     if (lease !== null && lease !== before) this.sql.exec("UPDATE holds SET amount = ? WHERE id = ?", lease, `lease:${req.leaseId}`);
     return charged;
   }

@@ -136,14 +136,31 @@ describe("the ledger (AccountLedger Durable Object)", () => {
     expect(charged.charged).toEqual({ "inv-w1": 3_000 });
     expect(charged.heldNano).toBe(opened.heldNano - 3_000);
     expect((await call({ charges: [{ id: "inv-w1", costNano: 3_000 }] })).heldNano).toBe(opened.heldNano - 3_000);
+    // Several charges in one call (a wallet's batch), one of them twice and one applied before: each once.
+    const batch = await call({
+      charges: [
+        { id: "inv-w1b", costNano: 1_000 },
+        { id: "inv-w1", costNano: 3_000 },
+        { id: "inv-w1c", costNano: 2_000 },
+        { id: "inv-w1b", costNano: 1_000 },
+      ],
+    });
+    expect(batch.charged).toEqual({ "inv-w1b": 1_000, "inv-w1": 3_000, "inv-w1c": 2_000 });
+    expect(batch.heldNano).toBe(opened.heldNano - 6_000);
+    expect((await ledger.audit()).ok).toBe(true);
     // Asking for less does not shrink it (requests admitted meanwhile rely on it); an idle wallet's shrink does.
-    expect((await call({ mustNano: 10 })).heldNano).toBe(opened.heldNano - 3_000);
+    expect((await call({ mustNano: 10 })).heldNano).toBe(opened.heldNano - 6_000);
     expect((await call({ shrink: true })).heldNano).toBe(0);
-    expect(await ledger.summary("acct-dev")).toMatchObject({ balanceNano: before.balanceNano - 3_000, heldNano: 0 });
+    expect(await ledger.summary("acct-dev")).toMatchObject({ balanceNano: before.balanceNano - 6_000, heldNano: 0 });
     // A charge beyond what a lease holds takes only what it holds.
     await call({ leaseId: "w3", mustNano: 1_000 });
     expect((await call({ leaseId: "w3", charges: [{ id: "inv-w3", costNano: 5_000 }] })).charged).toEqual({ "inv-w3": 1_000 });
-    expect(await ledger.summary("acct-dev")).toMatchObject({ balanceNano: before.balanceNano - 4_000, heldNano: 0, holds: 0 });
+    expect(await ledger.summary("acct-dev")).toMatchObject({ balanceNano: before.balanceNano - 7_000, heldNano: 0, holds: 0 });
+    // Charges whose lease is gone (it expired) take what is free, each against what the ones before it left.
+    const orphan = await call({ leaseId: "w9", charges: [{ id: "inv-w9a", costNano: 1_500 }, { id: "inv-w9b", costNano: 2_500 }] });
+    expect(orphan.charged).toEqual({ "inv-w9a": 1_500, "inv-w9b": 2_500 });
+    expect(await ledger.summary("acct-dev")).toMatchObject({ balanceNano: before.balanceNano - 11_000, heldNano: 0, holds: 0 });
+    expect((await ledger.audit()).ok).toBe(true);
     // A lease nobody renews is released by the alarm, and the same wallet can lease again after.
     await call({ leaseId: "w2", mustNano: 7_000, ttlMs: 300 });
     await expect.poll(async () => (await ledger.summary("acct-dev")).heldNano, { timeout: 5_000 }).toBe(0);
