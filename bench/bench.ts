@@ -9,7 +9,7 @@ import { combineLoads, runLoad, type LoadResult } from "./load/runner.ts";
 import { machine, packageVersion, type Machine } from "./machine.ts";
 import { isolateEngineHost, PeakRss, totalCpuMs } from "./proc.ts";
 import { runFleet, type FleetResult } from "./fleet/run.ts";
-import { LLAMA_PARALLEL, type Phase, type Profile } from "./profile.ts";
+import { LLAMA_PARALLEL, TURNS, type Phase, type Profile } from "./profile.ts";
 import { startLlamaInProcess } from "./targets/llama.ts";
 import { ensureNginx, startNginx } from "./targets/nginx.ts";
 import { portkeyPackage, startPortkey } from "./targets/portkey.ts";
@@ -137,12 +137,12 @@ async function phase(target: RunningTarget, p: Phase, stream: boolean, timeoutMs
 
 /**
  * Rows that are compared are measured in turns, all of their targets up at once: each phase is
- * cut into TURNS slices per row, run in order and then in reverse (A B C D, D C B A), and each
- * row's slices count as one load. This machine's speed drifts by tens of percent over minutes;
- * measured one row after another, that drift decided the comparisons between rows. In turns,
- * it touches every row alike. The synthetic rows are one group, the two llama.cpp rows another.
+ * cut into slices per row, run in order and then in reverse, and again (A B C D, D C B A, ...),
+ * and each row's slices count as one load. This machine's speed drifts by tens of percent over
+ * minutes; measured one row after another, that drift decided the comparisons between rows. In
+ * turns, it touches every row alike. The synthetic rows are one group, the two llama.cpp rows
+ * another, each with its own number of slices (TURNS).
  */
-const TURNS = 2;
 
 type PhaseKind = "small" | "stream" | "lone";
 
@@ -162,6 +162,7 @@ async function measureInTurns(
   engineRows: boolean,
 ): Promise<void> {
   const { log, profile } = opts;
+  const turns = engineRows ? TURNS.llama : TURNS.synthetic;
   const entrants: Entrant[] = [];
   try {
     for (const row of group) {
@@ -186,14 +187,14 @@ async function measureInTurns(
     try {
       for (const [kind, p, stream] of phases) {
         log(`${kind}: ${entrants.map((e) => e.row.label).join(", ")}, in turns ...`);
-        for (let turn = 0; turn < TURNS; turn++) {
+        for (let turn = 0; turn < turns; turn++) {
           for (const e of turn % 2 === 0 ? entrants : [...entrants].reverse()) {
             if (e.row.status === "failed") continue;
             const done = (e.slices[kind] ??= []);
             const slice: Phase = {
               ...p,
-              durationMs: p.durationMs / TURNS,
-              maxRequests: Math.ceil(p.maxRequests / TURNS),
+              durationMs: p.durationMs / turns,
+              maxRequests: Math.ceil(p.maxRequests / turns),
               // Each row warms up before its first slice of the phase only.
               warmupMs: done.length === 0 ? p.warmupMs : 0,
             };

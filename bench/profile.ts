@@ -59,13 +59,20 @@ export interface Profile {
 /** llama.cpp parallel sequences, for both the agent and the in-process engine. */
 export const LLAMA_PARALLEL = 4;
 
+/**
+ * Slices per row of each phase, for the rows measured in turns (bench.ts, measureInTurns): the
+ * synthetic rows, and the two llama.cpp rows (with two rows, two slices each left a swing of the
+ * machine within a phase to one row's slices, and their verdict flipped between runs with it).
+ */
+export const TURNS = { synthetic: 2, llama: 4 } as const;
+
 const DEFAULT: Profile = {
   name: "default",
   small: { concurrency: 16, durationMs: 8_000, maxRequests: 200_000, warmupMs: 2_000, maxTokens: 4 },
   stream: { concurrency: 20, durationMs: 8_000, maxRequests: 50_000, warmupMs: 2_000, maxTokens: 256 },
   lone: { concurrency: 1, durationMs: 3_000, maxRequests: 5_000, warmupMs: 500, maxTokens: 256 },
   llamaSmall: { concurrency: LLAMA_PARALLEL, durationMs: 5_000, maxRequests: 5_000, warmupMs: 1_000, maxTokens: 8 },
-  llamaStream: { concurrency: LLAMA_PARALLEL, durationMs: 8_000, maxRequests: 1_000, warmupMs: 1_000, maxTokens: 256 },
+  llamaStream: { concurrency: LLAMA_PARALLEL, durationMs: 12_000, maxRequests: 1_000, warmupMs: 1_000, maxTokens: 256 },
   globalWarmupMs: 3_000,
   requestTimeoutMs: 30_000,
   // 2,000 streams x one frame a second keeps the gateway's one workerd thread about 70% busy

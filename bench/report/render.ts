@@ -1,5 +1,5 @@
 import type { BenchRun, RowResult } from "../bench.ts";
-import type { Phase } from "../profile.ts";
+import { TURNS, type Phase } from "../profile.ts";
 import { byId, checkTargets, div, smallP50, smallRps, streamE2eP50, streamTps, sub, ttftP50, usable } from "./analysis.ts";
 import { fleetFailures } from "../fleet/run.ts";
 import { fleetLoadText, fleetTable, scaleTarget } from "./fleet.ts";
@@ -157,7 +157,7 @@ export function render(run: BenchRun): string {
     `  stream = ${phaseText(p.stream, `${p.stream.maxTokens}-token streams with include_usage`)};`,
     `  one stream = ${phaseText(p.lone, "the same streams one at a time")}: the path's own added time to first token (under the stream load it also includes queueing for the CPU);`,
     `  llama rows: small = ${phaseText(p.llamaSmall, `max_tokens ${p.llamaSmall.maxTokens}`)}; stream = ${phaseText(p.llamaStream, `${p.llamaStream.maxTokens}-token streams`)}.`,
-    `  Rows are measured in turns, in two groups (the synthetic rows; the two llama.cpp rows): every target of a group up at once, each phase cut into two slices per row, run in the table's order and then in reverse (each row's warm-up before its first slice), and a row's slices counted as one load. So a drift in the machine's speed, which reaches tens of percent over minutes here, touches every row of a comparison alike.`,
+    `  Rows are measured in turns, in two groups (the synthetic rows; the two llama.cpp rows): every target of a group up at once, each phase cut into ${TURNS.synthetic} slices per row (${TURNS.llama} on the llama.cpp rows), run in the table's order, then in reverse, and so on (each row's warm-up before its first slice), and a row's slices counted as one load. So a drift in the machine's speed, which reaches tens of percent over minutes here, touches every row of a comparison alike.`,
     ...(run.fleet ? [`  ${fleetLoadText(run.fleet.phase)}.`] : []),
     `  TTFT = request start to the arrival of the first non-empty content token; tok/s = completion tokens (usage chunk) of successful streams ÷ wall time.`,
     "",
