@@ -135,15 +135,6 @@ async function phase(target: RunningTarget, p: Phase, stream: boolean, timeoutMs
   }
 }
 
-/**
- * Rows that are compared are measured in turns, all of their targets up at once: each phase is
- * cut into slices per row, run in order and then in reverse, and again (A B C D, D C B A, ...),
- * and each row's slices count as one load. This machine's speed drifts by tens of percent over
- * minutes; measured one row after another, that drift decided the comparisons between rows. In
- * turns, it touches every row alike. The synthetic rows are one group, the two llama.cpp rows
- * another, each with its own number of slices (TURNS).
- */
-
 type PhaseKind = "small" | "stream" | "lone";
 
 interface Entrant {
@@ -153,6 +144,14 @@ interface Entrant {
   slices: Partial<Record<PhaseKind, PhaseResult[]>>;
 }
 
+/**
+ * Rows that are compared are measured in turns, all of their targets up at once: each phase is
+ * cut into slices per row, run in order and then in reverse, and again (A B C D, D C B A, ...),
+ * and each row's slices count as one load. This machine's speed drifts by tens of percent over
+ * minutes; measured one row after another, that drift decided the comparisons between rows. In
+ * turns, it touches every row alike. The synthetic rows are one group, the two llama.cpp rows
+ * another, each with its own number of slices (TURNS).
+ */
 async function measureInTurns(
   group: readonly RowResult[],
   phases: readonly (readonly [PhaseKind, Phase, boolean])[],
