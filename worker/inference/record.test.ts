@@ -14,7 +14,6 @@ const db = {
     prepared.push(query);
     return real.prepare(query);
   },
-  batch: (statements: D1PreparedStatement[]) => real.batch(statements),
 } as unknown as D1Database;
 
 // Each record logs its canonical line; the lines are checked where they matter, and kept out of the output.
