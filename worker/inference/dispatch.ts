@@ -7,7 +7,8 @@ import { within } from "../runtime/within.ts";
 import type { ChuteRecord } from "../catalog/types.ts";
 import type { NormalizedRequest } from "./normalize.ts";
 import { prefixHashes } from "./prefix.ts";
-import { queueRelease, takeOver, takeReleases, type HeldLease } from "./releases.ts";
+import { numberVar } from "../env.ts";
+import { DEFAULT_RELEASE_DELAY_MS, queueRelease, takeOver, takeReleases, type HeldLease } from "./releases.ts";
 
 /** At most this many instances are tried for one request before the first token. */
 export const MAX_ATTEMPTS = 3;
@@ -80,7 +81,8 @@ function heldLease(l: Extract<AcquireResult, { ok: true }>, weight: number, pref
 }
 
 function releaseLater(env: Env, chuteId: string, lease: HeldLease, report?: LeaseReport): Promise<void> {
-  return queueRelease(() => env.CHUTE_ROUTER.get(env.CHUTE_ROUTER.idFromName(chuteId)), chuteId, lease, report);
+  const delayMs = numberVar(env.SLOT_RELEASE_DELAY_MS, DEFAULT_RELEASE_DELAY_MS);
+  return queueRelease(() => env.CHUTE_ROUTER.get(env.CHUTE_ROUTER.idFromName(chuteId)), chuteId, lease, report, delayMs);
 }
 
 /**

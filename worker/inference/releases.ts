@@ -5,8 +5,8 @@ import { mayTakeOver } from "./prefix.ts";
 
 /**
  * Router slots given back by this isolate's requests, per chute: sent with the isolate's next
- * acquire for the chute (no call of their own under load), or after RELEASE_AFTER_MS in one
- * call. A slot is busy that much longer, never less.
+ * acquire for the chute (no call of their own under load), or after `SLOT_RELEASE_DELAY_MS`
+ * (default 5) in one call. A slot is busy that much longer, never less.
  *
  * Meanwhile the isolate's next request for the chute may take the slot over instead of asking
  * the router (one round trip less per request under load), when the router said at its last
@@ -16,7 +16,7 @@ import { mayTakeOver } from "./prefix.ts";
  * the handover with the next call, as it would of the release: it counts the request and notes
  * its prefixes.
  */
-const RELEASE_AFTER_MS = 5;
+export const DEFAULT_RELEASE_DELAY_MS = 5;
 /** Handover notes alone (no slot to give back) wait this long for a call to ride with. */
 const HANDOVER_NOTE_AFTER_MS = 100;
 /** The router's "roomy" answer holds this long. */
@@ -38,6 +38,8 @@ interface Pending {
   /** Set once the slot went to another request: what the router is told instead of a release. */
   handedOver?: { prefixes: string[] };
   at: number;
+  /** When the slot must go back to the router, unless handed over first. */
+  releaseAt: number;
   resolve: () => void;
 }
 
@@ -68,13 +70,14 @@ function routerSaid(chuteId: string, roomy: boolean | undefined): void {
   stateOf(chuteId).roomyUntil = roomy ? Date.now() + ROOMY_FOR_MS : 0;
 }
 
-/** Queue a release; resolves once the router has it (pass it to waitUntil). */
-export function queueRelease(router: () => Router, chuteId: string, lease: HeldLease, report?: LeaseReport): Promise<void> {
+/** Queue a release, sent within `delayMs`; resolves once the router has it (pass it to waitUntil). */
+export function queueRelease(router: () => Router, chuteId: string, lease: HeldLease, report: LeaseReport | undefined, delayMs: number): Promise<void> {
   const s = stateOf(chuteId);
   const at = Date.now();
-  const sent = new Promise<void>((resolve) => s.pending.push({ lease, ...(report ? { report } : {}), at, resolve }));
+  const releaseAt = at + delayMs;
+  const sent = new Promise<void>((resolve) => s.pending.push({ lease, ...(report ? { report } : {}), at, releaseAt, resolve }));
   // The timer belongs to this request, which stays alive until its own release is sent.
-  schedule(router, chuteId, s, at + RELEASE_AFTER_MS);
+  schedule(router, chuteId, s, releaseAt);
   return awaitShared(sent);
 }
 
@@ -106,7 +109,7 @@ function schedule(router: () => Router, chuteId: string, s: ChuteReleases, at: n
 /** When the queued notes must go: soon for a slot to give back, later for handover notes alone. */
 function dueAt(s: ChuteReleases): number {
   let due = Infinity;
-  for (const p of s.pending) due = Math.min(due, p.at + (p.handedOver ? HANDOVER_NOTE_AFTER_MS : RELEASE_AFTER_MS));
+  for (const p of s.pending) due = Math.min(due, p.handedOver ? p.at + HANDOVER_NOTE_AFTER_MS : p.releaseAt);
   return due;
 }
 
