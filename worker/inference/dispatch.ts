@@ -2,12 +2,12 @@ import { choiceCount, type JobEvent } from "../../protocol/index.ts";
 import type { AcquireRequest, AcquireResult, ChuteRouter, LeaseReport } from "../../durable-objects/chute-router.ts";
 import type { MinerSession } from "../../durable-objects/miner-session.ts";
 import { JobEventReader, silentFor, type JobStart } from "../../durable-objects/job-events.ts";
+import { numberVar } from "../env.ts";
 import { ApiError } from "../errors.ts";
 import { within } from "../runtime/within.ts";
 import type { ChuteRecord } from "../catalog/types.ts";
 import type { NormalizedRequest } from "./normalize.ts";
 import { prefixHashes } from "./prefix.ts";
-import { numberVar } from "../env.ts";
 import { DEFAULT_RELEASE_DELAY_MS, queueRelease, takeOver, takeReleases, type HeldLease } from "./releases.ts";
 
 /** At most this many instances are tried for one request before the first token. */
