@@ -1,10 +1,9 @@
 import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { makeSeed, minerNamed, TINY_CHUTE } from "../../scripts/lib/seed.ts";
-import { startAgent, type AgentProcess } from "../support/agent-process.ts";
+import { makeSeed, TINY_CHUTE } from "../../scripts/lib/seed.ts";
 import { startGateway, type Gateway } from "../support/gateway.ts";
 import { routerOf, routerSnapshot, waitForInstances } from "../support/router.ts";
-import { startUpstreamDouble, type UpstreamDouble } from "../support/upstream-double.ts";
+import { UpstreamAgents } from "../support/upstream-agents.ts";
 
 /**
  * Slot handover: a finished request's router slot, while it waits to go back, goes straight to
@@ -15,22 +14,7 @@ import { startUpstreamDouble, type UpstreamDouble } from "../support/upstream-do
 const RELEASE_DELAY_MS = 200;
 let gw: Gateway;
 let client: OpenAI;
-const upstreams: UpstreamDouble[] = [];
-let agents: AgentProcess[] = [];
-
-async function upstreamAgent(minerName: string, parallel: number) {
-  const upstream = await startUpstreamDouble({ delayPerTokenMs: 2 });
-  upstreams.push(upstream);
-  agents.push(
-    await startAgent({
-      gateway: gw.url,
-      miner: minerNamed(gw.seed, minerName),
-      instanceId: `${minerName}:${TINY_CHUTE.name}`,
-      heartbeatMs: 300,
-      engine: { kind: "openai-upstream", baseURL: upstream.url, model: "m", parallel },
-    }),
-  );
-}
+const fleet = new UpstreamAgents(() => gw);
 
 beforeAll(async () => {
   gw = await startGateway({
@@ -39,19 +23,15 @@ beforeAll(async () => {
   });
   client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
 });
-afterEach(async () => {
-  for (const a of agents) a.kill();
-  agents = [];
-  await waitForInstances(gw, TINY_CHUTE.id, 0);
-});
+afterEach(() => fleet.stopAgents());
 afterAll(async () => {
-  await Promise.all(upstreams.map((u) => u.close()));
+  await fleet.close();
   await gw?.close();
 });
 
 describe("slot handover", () => {
   it("a finished request's slot goes straight to the gateway's next request while the chute has room, never past requests queued for it; every request is counted and every slot freed", async () => {
-    await upstreamAgent("miner-a", 8);
+    await fleet.start("miner-a", { delayPerTokenMs: 2 }, 8);
     await waitForInstances(gw, TINY_CHUTE.id, 1);
     const ask = () => client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
     const loop = async (n: number) => {
@@ -70,10 +50,8 @@ describe("slot handover", () => {
     expect(roomy.handovers - before.handovers).toBeGreaterThanOrEqual(10);
 
     // One slot, three clients: each request queues at the router, so none is handed a slot.
-    for (const a of agents) a.kill();
-    agents = [];
-    await waitForInstances(gw, TINY_CHUTE.id, 0);
-    await upstreamAgent("miner-b", 1);
+    await fleet.stopAgents();
+    await fleet.start("miner-b", { delayPerTokenMs: 2 }, 1);
     await waitForInstances(gw, TINY_CHUTE.id, 1);
     await new Promise((r) => setTimeout(r, 300)); // the earlier "roomy" answer has lapsed
     await Promise.all([loop(4), loop(4), loop(4)]);

@@ -1,10 +1,9 @@
 import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { makeSeed, minerNamed, TINY_CHUTE } from "../../scripts/lib/seed.ts";
-import { startAgent, type AgentProcess } from "../support/agent-process.ts";
 import { startGateway, type Gateway } from "../support/gateway.ts";
 import { routerSnapshot, waitForInstances } from "../support/router.ts";
-import { startUpstreamDouble, type UpstreamBehaviour, type UpstreamDouble } from "../support/upstream-double.ts";
+import { instanceOf, UpstreamAgents } from "../support/upstream-agents.ts";
 
 /**
  * Choosing instances: health-weighted least-outstanding routing, failure backoff, eviction of
@@ -13,28 +12,10 @@ import { startUpstreamDouble, type UpstreamBehaviour, type UpstreamDouble } from
  */
 let gw: Gateway;
 let client: OpenAI;
-const upstreams: UpstreamDouble[] = [];
-let agents: AgentProcess[] = [];
+const fleet = new UpstreamAgents(() => gw);
 
 const MINERS = ["miner-a", "miner-b", "miner-c"];
-/** Instance ids named after the miners, so "first by id" (the router's tie-break) is miner-a. */
-const instanceOf = (minerName: string) => `${minerName}:${TINY_CHUTE.name}`;
 const idOf = (minerName: string) => minerNamed(gw.seed, minerName).id;
-
-/** Agents heartbeat every 300 ms here: the gateway evicts after 1.5 s of silence. */
-async function upstreamAgent(minerId: string, behaviour: UpstreamBehaviour, parallel: number) {
-  const upstream = await startUpstreamDouble(behaviour);
-  upstreams.push(upstream);
-  const agent = await startAgent({
-    gateway: gw.url,
-    miner: minerNamed(gw.seed, minerId),
-    instanceId: instanceOf(minerId),
-    heartbeatMs: 300,
-    engine: { kind: "openai-upstream", baseURL: upstream.url, model: "m", parallel },
-  });
-  agents.push(agent);
-  return { upstream, agent };
-}
 
 async function servedBy(id: string): Promise<string | null> {
   const row = await gw.db.prepare("SELECT instance_id FROM invocations WHERE id = ?").bind(id).first<{ instance_id: string | null }>();
@@ -48,22 +29,15 @@ beforeAll(async () => {
   });
   client = new OpenAI({ baseURL: gw.baseURL, apiKey: gw.seed.apiKey, maxRetries: 0 });
 });
-afterEach(async () => {
-  for (const a of agents) {
-    a.child.kill("SIGCONT");
-    a.kill();
-  }
-  agents = [];
-  await waitForInstances(gw, TINY_CHUTE.id, 0);
-});
+afterEach(() => fleet.stopAgents());
 afterAll(async () => {
-  await Promise.all(upstreams.map((u) => u.close()));
+  await fleet.close();
   await gw?.close();
 });
 
 describe("routing", () => {
   it("a stalled agent (process stopped) is evicted after missed heartbeats: its stream ends with an error, its instance leaves the router, and it serves again once it resumes", async () => {
-    const { agent } = await upstreamAgent("miner-a", { delayPerTokenMs: 20 }, 2);
+    const { agent } = await fleet.start("miner-a", { delayPerTokenMs: 20 }, 2);
     await waitForInstances(gw, TINY_CHUTE.id, 1);
     const stream = await client.chat.completions.create({
       model: TINY_CHUTE.name,
@@ -96,8 +70,8 @@ describe("routing", () => {
   });
 
   it("an instance that fails repeatedly is disabled with backoff (requests skip it), and re-enabled when it recovers", async () => {
-    const bad = await upstreamAgent("miner-a", { failWithStatus: 500, failMessage: "CUDA error" }, 4);
-    await upstreamAgent("miner-b", {}, 1);
+    const bad = await fleet.start("miner-a", { failWithStatus: 500, failMessage: "CUDA error" }, 4);
+    await fleet.start("miner-b", {}, 1);
     await waitForInstances(gw, TINY_CHUTE.id, 2);
     const ids: string[] = [];
     for (let i = 0; i < 6; i++) {
@@ -133,8 +107,8 @@ describe("routing", () => {
   });
 
   it("traffic shifts to the fast instance when instances differ in speed", async () => {
-    await upstreamAgent("miner-a", { delayPerTokenMs: 25 }, 4); // slow, and first by id
-    await upstreamAgent("miner-b", {}, 4); // fast
+    await fleet.start("miner-a", { delayPerTokenMs: 25 }, 4); // slow, and first by id
+    await fleet.start("miner-b", {}, 4); // fast
     await waitForInstances(gw, TINY_CHUTE.id, 2);
     const ids: string[] = [];
     const worker = async () => {
@@ -160,7 +134,7 @@ describe("routing", () => {
   it("non-streaming answers: a short job and one that outlasts the session's hold are whole, with the time to first token the engine took", async () => {
     // The first token after 300 ms, then one per 20 ms: 10 tokens end well inside the session's
     // 1 s hold (answered whole), 120 tokens run 2.7 s (the rest comes as a stream).
-    await upstreamAgent("miner-a", { delayBeforeFirstTokenMs: 300, delayPerTokenMs: 20 }, 2);
+    await fleet.start("miner-a", { delayBeforeFirstTokenMs: 300, delayPerTokenMs: 20 }, 2);
     await waitForInstances(gw, TINY_CHUTE.id, 1);
     for (const maxTokens of [10, 120]) {
       const started = Date.now();
@@ -179,8 +153,8 @@ describe("routing", () => {
   });
 
   it("requests sharing a conversation prefix go back to the instance that served it, while its load allows", async () => {
-    await upstreamAgent("miner-a", { delayPerTokenMs: 5 }, 2);
-    await upstreamAgent("miner-b", { delayPerTokenMs: 5 }, 2);
+    await fleet.start("miner-a", { delayPerTokenMs: 5 }, 2);
+    await fleet.start("miner-b", { delayPerTokenMs: 5 }, 2);
     await waitForInstances(gw, TINY_CHUTE.id, 2);
     const system = { role: "system" as const, content: "You are Sluice's support assistant. Answer briefly and cite the docs. ".repeat(4) };
     const hitsBefore = (await routerSnapshot(gw, TINY_CHUTE.id)).affinityHits;
@@ -206,8 +180,8 @@ describe("routing", () => {
   });
 
   it("a conversation's next turn goes to the instance holding it, not to the slot another conversation behind the same system prompt just freed", async () => {
-    await upstreamAgent("miner-a", { delayPerTokenMs: 1 }, 2);
-    await upstreamAgent("miner-b", { delayPerTokenMs: 1 }, 2);
+    await fleet.start("miner-a", { delayPerTokenMs: 1 }, 2);
+    await fleet.start("miner-b", { delayPerTokenMs: 1 }, 2);
     await waitForInstances(gw, TINY_CHUTE.id, 2);
     type Message = OpenAI.Chat.ChatCompletionMessageParam;
     const system: Message = { role: "system", content: "You are Sluice's billing assistant. Explain every charge in plain words. ".repeat(4) };
@@ -236,7 +210,7 @@ describe("routing", () => {
   });
 
   it("a slow first token gets SSE keep-alive comments, then the answer, on the same 200 stream", async () => {
-    await upstreamAgent("miner-a", { delayBeforeFirstTokenMs: 2_000 }, 2);
+    await fleet.start("miner-a", { delayBeforeFirstTokenMs: 2_000 }, 2);
     await waitForInstances(gw, TINY_CHUTE.id, 1);
     const res = await fetch(`${gw.baseURL}/chat/completions`, {
       method: "POST",
@@ -258,7 +232,7 @@ describe("routing", () => {
   });
 
   it("a stream that never gets a first token ends, after its keep-alives, with an error chunk and [DONE], and releases everything", async () => {
-    const { upstream } = await upstreamAgent("miner-a", { stallBeforeFirstToken: true }, 2);
+    const { upstream } = await fleet.start("miner-a", { stallBeforeFirstToken: true }, 2);
     await waitForInstances(gw, TINY_CHUTE.id, 1);
     const closed = new Promise((resolve) => upstream.events.once("client-closed", resolve));
     const stream = await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "never" }], max_tokens: 4, stream: true });
@@ -273,7 +247,7 @@ describe("routing", () => {
   });
 
   it("when every instance fails before the first token, the client gets the failure (502), not 'no capacity'", async () => {
-    await upstreamAgent("miner-a", { failWithStatus: 500, failMessage: "CUDA error" }, 2);
+    await fleet.start("miner-a", { failWithStatus: 500, failMessage: "CUDA error" }, 2);
     await waitForInstances(gw, TINY_CHUTE.id, 1);
     const err = await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "x" }], max_tokens: 2 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.APIError);
@@ -282,7 +256,7 @@ describe("routing", () => {
   });
 
   it("a stream that stalls after its first tokens gets keep-alives, and a client that leaves during the stall cancels the job", async () => {
-    const { upstream } = await upstreamAgent("miner-a", { stallAfterTokens: 2 }, 2);
+    const { upstream } = await fleet.start("miner-a", { stallAfterTokens: 2 }, 2);
     await waitForInstances(gw, TINY_CHUTE.id, 1);
     const closed = new Promise((resolve) => upstream.events.once("client-closed", resolve));
     const abort = new AbortController();
