@@ -64,6 +64,12 @@ describe("errors", () => {
     const noModel = await post("/chat/completions", JSON.stringify({ messages: chat.messages }));
     expect(noModel.status).toBe(400);
     expect(noModel.body.error.param).toBe("model");
+    const wrongType = await post("/chat/completions", JSON.stringify({ ...chat, messages: "oops" }));
+    expect(wrongType.status).toBe(400);
+    expect(wrongType.body.error).toMatchObject({
+      param: "messages",
+      message: "Invalid type for 'messages': expected an array, but got a string instead.",
+    });
     const temp = await post("/chat/completions", JSON.stringify({ ...chat, temperature: 7 }));
     expect(temp.status).toBe(400);
     expect(temp.body.error.param).toBe("temperature");
@@ -78,7 +84,7 @@ describe("errors", () => {
     const prompt = await post("/completions", JSON.stringify({ model: chat.model }));
     expect(prompt.status).toBe(400);
     expect(prompt.body.error.param).toBe("prompt");
-    for (const r of [missing, noModel, temp, role, tooMany, tools, prompt]) expectErrorShape(r.body);
+    for (const r of [missing, wrongType, noModel, temp, role, tooMany, tools, prompt]) expectErrorShape(r.body);
   });
 
   it("413 for a body over the limit", async () => {

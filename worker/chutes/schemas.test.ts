@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ApiError } from "../errors.ts";
-import { CreateChuteBody, PatchChuteBody, parseChuteBody } from "./schemas.ts";
+import { parseBody } from "../http/json.ts";
+import { CreateChuteBody, PatchChuteBody } from "./schemas.ts";
 
 const valid = {
   name: "acme/qwen3-8b",
@@ -13,7 +14,7 @@ const valid = {
 
 function refusal(schema: typeof CreateChuteBody | typeof PatchChuteBody, body: unknown): { param: string | null; message: string } {
   try {
-    parseChuteBody(schema, body);
+    parseBody(schema, body);
   } catch (err) {
     if (err instanceof ApiError) return { param: err.param, message: err.message };
     throw err;
@@ -23,7 +24,7 @@ function refusal(schema: typeof CreateChuteBody | typeof PatchChuteBody, body: u
 
 describe("CreateChuteBody", () => {
   it("takes a full body with defaults, prices in nano-USD per million tokens", () => {
-    expect(parseChuteBody(CreateChuteBody, valid)).toMatchObject({
+    expect(parseBody(CreateChuteBody, valid)).toMatchObject({
       pricing: { prompt: 100_000_000, completion: 400_000_000 },
       concurrency: 1,
       min_instances: 0,
@@ -59,7 +60,7 @@ describe("CreateChuteBody", () => {
 
 describe("PatchChuteBody", () => {
   it("takes partial changes and refuses an empty one", () => {
-    expect(parseChuteBody(PatchChuteBody, { pricing: { input_cache_read: null }, max_instances: 3 })).toEqual({
+    expect(parseBody(PatchChuteBody, { pricing: { input_cache_read: null }, max_instances: 3 })).toEqual({
       pricing: { input_cache_read: null },
       max_instances: 3,
     });

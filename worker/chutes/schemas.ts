@@ -1,8 +1,6 @@
 import { z } from "zod";
 import { CHUTE_ENGINES } from "../db/schema.ts";
-import { ApiError } from "../errors.ts";
 import { parseUsdPerToken } from "./pricing.ts";
-import { paramOf } from "../openai/schemas.ts";
 
 /**
  * Request bodies of the chutes API (`/v1/chutes`), snake_case like OpenAI's. Strict: a misspelt
@@ -144,22 +142,3 @@ export type PatchChuteBody = z.infer<typeof PatchChuteBody>;
 /** Fields that define what a chute serves: changing them makes another chute. */
 export const IMMUTABLE_FIELDS = ["name", "engine", "model_ref", "context_length"] as const;
 
-/**
- * `schema.parse(body)` as a 400 in the OpenAI shape: `param` names the field (an unknown one
- * too, e.g. `gpu.vram`), the message says what was expected.
- */
-export function parseChuteBody<T>(schema: z.ZodType<T>, body: unknown): T {
-  if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    throw new ApiError("invalid_request", "The request body must be a JSON object.");
-  }
-  const r = schema.safeParse(body);
-  if (r.success) return r.data;
-  const issue = r.error.issues[0]!;
-  if (issue.code === "unrecognized_keys") {
-    const param = paramOf([...issue.path, issue.keys[0]!]);
-    throw new ApiError("invalid_request", `Unrecognized request argument supplied: ${param}.`, param);
-  }
-  const param = paramOf(issue.path);
-  const what = issue.code === "invalid_type" && issue.input === undefined ? "Missing required parameter" : "Invalid parameter";
-  throw new ApiError("invalid_request", `${what}${param ? ` '${param}'` : ""}: ${issue.message}.`, param);
-}

@@ -1,7 +1,7 @@
 import type { Context } from "hono";
 import type { z } from "zod";
 import { ApiError } from "../errors.ts";
-import { parseBody } from "../inference/normalize.ts";
+import { bodyRefusal } from "../openai/schemas.ts";
 
 /**
  * The request's JSON body: 415 for another media type, 400 `invalid_json` when it does not
@@ -19,6 +19,16 @@ export async function readJson(c: Context, opts: { emptyBody?: unknown } = {}): 
   } catch {
     throw new ApiError("invalid_json", "We could not parse the JSON body of your request.");
   }
+}
+
+/** `schema.parse(body)` as an OpenAI-shaped 400 whose `param` names the field (see bodyRefusal). */
+export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw new ApiError("invalid_request", "The request body must be a JSON object.");
+  }
+  const r = schema.safeParse(body);
+  if (r.success) return r.data;
+  throw bodyRefusal(r.error, body);
 }
 
 /** The request's JSON body validated by `schema` (400 with `param` for a bad field). */

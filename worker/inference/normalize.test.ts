@@ -47,6 +47,33 @@ function apiError(fn: () => unknown): ApiError {
   throw new Error("did not throw");
 }
 
+describe("a refused body's 400", () => {
+  const refusal = (body: Record<string, unknown>) => {
+    const e = apiError(() => normalizeChat({ model: "m", messages: [{ role: "user", content: "x" }], ...body }, chute));
+    return { status: e.status, message: e.message, param: e.param };
+  };
+
+  it("says missing only for a field left out", () => {
+    expect(refusal({ messages: undefined })).toEqual({ status: 400, message: "Missing required parameter 'messages'.", param: "messages" });
+    expect(refusal({ messages: [{ content: "x" }] })).toMatchObject({ message: "Missing required parameter 'messages[0].role'.", param: "messages[0].role" });
+  });
+
+  it("names the expected and the given type of a field of the wrong type", () => {
+    expect(refusal({ messages: "oops" })).toEqual({
+      status: 400,
+      message: "Invalid type for 'messages': expected an array, but got a string instead.",
+      param: "messages",
+    });
+    expect(refusal({ temperature: "hot" }).message).toBe("Invalid type for 'temperature': expected a number, but got a string instead.");
+    expect(refusal({ n: 1.5 }).message).toBe("Invalid type for 'n': expected an integer, but got a decimal number instead.");
+    expect(refusal({ messages: null }).message).toBe("Invalid type for 'messages': expected an array, but got null instead.");
+  });
+
+  it("gives zod's reason for a value out of range", () => {
+    expect(refusal({ temperature: 7 })).toMatchObject({ param: "temperature", message: expect.stringMatching(/^Invalid parameter 'temperature': /) });
+  });
+});
+
 describe("normalizeChat", () => {
   it("maps OpenAI fields onto the job spec", () => {
     const r = normalizeChat(

@@ -1,15 +1,14 @@
-import type { z } from "zod";
 import { choiceCount, type ChatMessage, type JobSpec, type ResponseFormat, type SamplingParams, type ToolChoice, type ToolDefinition } from "../../protocol/index.ts";
 import { toGrammarSchema } from "../../protocol/json-schema.ts";
 import type { ChuteRecord } from "../catalog/types.ts";
 import { ApiError } from "../errors.ts";
+import { parseBody } from "../http/json.ts";
 import { capabilitiesOf, type Feature, type SamplingParameter } from "../openai/capabilities.ts";
 import {
   ChatCompletionRequest,
   CompletionRequest,
   EmbeddingRequest,
   UNSUPPORTED_CHAT_FIELDS,
-  paramOf,
   type ChatMessageBody,
 } from "../openai/schemas.ts";
 import type { Endpoint } from "../openai/format.ts";
@@ -29,18 +28,6 @@ export interface NormalizedRequest {
 
 /** Legacy completions default to 16 tokens, as OpenAI's do. */
 const LEGACY_DEFAULT_MAX_TOKENS = 16;
-
-export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
-  if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    throw new ApiError("invalid_request", "The request body must be a JSON object.");
-  }
-  const r = schema.safeParse(body);
-  if (r.success) return r.data;
-  const issue = r.error.issues[0];
-  const param = issue ? paramOf(issue.path) : null;
-  const what = issue?.code === "invalid_type" && issue.input === undefined ? "Missing required parameter" : "Invalid parameter";
-  throw new ApiError("invalid_request", `${what}${param ? ` '${param}'` : ""}: ${issue?.message ?? "invalid body"}.`, param);
-}
 
 /** The model name, checked before the rest of the body so unknown models are 404 rather than 400. */
 export function modelOf(body: unknown): string {

@@ -7,7 +7,7 @@ import { usdString } from "../billing/pricing.ts";
 import { accounts, chutes, invocations } from "../db/schema.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../errors.ts";
-import { parseBody } from "../inference/normalize.ts";
+import { parseBody } from "../http/json.ts";
 import { apiKeyAuth } from "../middleware/auth/index.ts";
 
 /**

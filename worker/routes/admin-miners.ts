@@ -9,7 +9,7 @@ import { AddMinerBody, BanBody, ImportQuery, ListMinersQuery } from "../admin/mi
 import { miners } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { jsonBody, readJson } from "../http/json.ts";
-import { parseBody } from "../inference/normalize.ts";
+import { parseBody } from "../http/json.ts";
 import { log } from "../log.ts";
 import { MetagraphSnapshot, hotkeysOf, importSnapshot } from "../miners/metagraph.ts";
 

@@ -4,12 +4,12 @@ import { Hono, type Context } from "hono";
 import { forgetChute, listChutes, visibleTo } from "../catalog/index.ts";
 import type { ChuteRecord } from "../catalog/types.ts";
 import { applyConcurrency, liveState, pokeScaler, retireChute } from "../chutes/live.ts";
-import { CreateChuteBody, DEFAULT_MAX_OUTPUT_TOKENS, IMMUTABLE_FIELDS, PatchChuteBody, parseChuteBody } from "../chutes/schemas.ts";
+import { CreateChuteBody, DEFAULT_MAX_OUTPUT_TOKENS, IMMUTABLE_FIELDS, PatchChuteBody } from "../chutes/schemas.ts";
 import { chuteObject, liveFields, parseGpuTypes } from "../chutes/shape.ts";
 import { chutes } from "../db/schema.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../errors.ts";
-import { readJson } from "../http/json.ts";
+import { parseBody, readJson } from "../http/json.ts";
 import { log } from "../log.ts";
 import { apiKeyAuth } from "../middleware/auth/index.ts";
 
@@ -64,7 +64,7 @@ const refOf = (c: Ctx) => c.req.param("ref") ?? "";
 
 export const chuteRoutes = new Hono<AppEnv>()
   .post("/", apiKeyAuth({ scope: "chutes:manage" }), async (c) => {
-    const body = parseChuteBody(CreateChuteBody, await readJson(c));
+    const body = parseBody(CreateChuteBody, await readJson(c));
     const accountId = c.get("apiKey").accountId;
     const values: typeof chutes.$inferInsert = {
       id: `chute-${crypto.randomUUID()}`,
@@ -127,7 +127,7 @@ export const chuteRoutes = new Hono<AppEnv>()
         );
       }
     }
-    const body = parseChuteBody(PatchChuteBody, json);
+    const body = parseBody(PatchChuteBody, json);
     const row = await ownedChute(c, refOf(c));
     const set = changes(row, body);
     const updated = await drizzle(c.env.DB)

@@ -8,7 +8,7 @@ import { apiKeys } from "../db/schema.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../errors.ts";
 import { readJson } from "../http/json.ts";
-import { parseBody } from "../inference/normalize.ts";
+import { parseBody } from "../http/json.ts";
 import { apiKeyAuth } from "../middleware/auth/index.ts";
 
 /**

@@ -7,7 +7,7 @@ import { invocations } from "../db/schema.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../errors.ts";
 import { usdString } from "../billing/pricing.ts";
-import { parseBody } from "../inference/normalize.ts";
+import { parseBody } from "../http/json.ts";
 import { minerSignature } from "../middleware/miner-signature/index.ts";
 
 const EarningsQuery = z.object({

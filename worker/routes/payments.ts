@@ -6,7 +6,7 @@ import type { AppEnv } from "../env.ts";
 import { applyCredit } from "../billing/ledger.ts";
 import { accounts, credits, paymentEvents } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
-import { parseBody } from "../inference/normalize.ts";
+import { parseBody } from "../http/json.ts";
 import { log } from "../log.ts";
 
 /**
