@@ -1,0 +1,27 @@
+/**
+ * The floor's agent (`npm run bench:floor`): one WebSocket to the harness Worker; each job's
+ * body is POSTed to the synthetic upstream (keep-alive) and the upstream's answer sent back.
+ * Usage: node --import tsx bench/floor/agent.ts <ws-url> <upstream /v1 url>
+ */
+import { Agent, request } from "node:http";
+import WebSocket from "ws";
+
+const [wsUrl, upstream] = process.argv.slice(2);
+if (!wsUrl || !upstream) throw new Error("usage: agent.ts <ws-url> <upstream-url>");
+const http = new Agent({ keepAlive: true, maxSockets: 64 });
+const target = new URL(`${upstream.replace(/\/+$/, "")}/chat/completions`);
+const ws = new WebSocket(wsUrl);
+ws.on("open", () => console.log("FLOOR_AGENT_READY"));
+ws.on("close", () => process.exit(0));
+ws.on("message", (data) => {
+  const { id, body } = JSON.parse(String(data)) as { id: number; body: unknown };
+  const payload = JSON.stringify(body);
+  const req = request(target, { method: "POST", agent: http, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(payload) } }, (res) => {
+    let text = "";
+    res.setEncoding("utf8");
+    res.on("data", (d: string) => (text += d));
+    res.on("end", () => ws.send(JSON.stringify({ id, answer: text })));
+  });
+  req.on("error", (err) => ws.send(JSON.stringify({ id, answer: JSON.stringify({ error: { message: String(err) } }) })));
+  req.end(payload);
+});
