@@ -38,7 +38,13 @@ describe("CreateChuteBody", () => {
     expect(refusal(CreateChuteBody, { ...valid, name: "Acme/Qwen" }).param).toBe("name");
     expect(refusal(CreateChuteBody, { ...valid, name: "no-slash" }).param).toBe("name");
     expect(refusal(CreateChuteBody, { ...valid, engine: "tgi" }).param).toBe("engine");
-    expect(refusal(CreateChuteBody, { ...valid, pricing: { prompt: 0.1, completion: "0" } }).param).toBe("pricing.prompt");
+    expect(refusal(CreateChuteBody, { ...valid, pricing: { prompt: 0.1, completion: "0" } })).toEqual({
+      param: "pricing.prompt",
+      message: expect.stringMatching(/^Invalid type for 'pricing\.prompt': expected a USD-per-token decimal string/),
+    });
+    expect(refusal(CreateChuteBody, { ...valid, engine: "tgi" }).message).toBe(
+      "Invalid value for 'engine': 'tgi'. Supported values are: 'llama-cpp', 'vllm', 'sglang' and 'openai-upstream'.",
+    );
     expect(refusal(CreateChuteBody, { ...valid, gpu: { count: 1, vram: 1 } })).toEqual({
       param: "gpu.vram",
       message: "Unrecognized request argument supplied: gpu.vram.",

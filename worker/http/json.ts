@@ -1,7 +1,7 @@
 import type { Context } from "hono";
 import type { z } from "zod";
 import { ApiError } from "../errors.ts";
-import { bodyRefusal } from "../openai/schemas.ts";
+import { bodyRefusal } from "./refusal.ts";
 
 /**
  * The request's JSON body: 415 for another media type, 400 `invalid_json` when it does not
@@ -28,7 +28,7 @@ export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   }
   const r = schema.safeParse(body);
   if (r.success) return r.data;
-  throw bodyRefusal(r.error, body);
+  throw bodyRefusal(r.error, body, schema);
 }
 
 /** The request's JSON body validated by `schema` (400 with `param` for a bad field). */

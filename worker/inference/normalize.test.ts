@@ -69,8 +69,29 @@ describe("a refused body's 400", () => {
     expect(refusal({ messages: null }).message).toBe("Invalid type for 'messages': expected an array, but got null instead.");
   });
 
-  it("gives zod's reason for a value out of range", () => {
-    expect(refusal({ temperature: 7 })).toMatchObject({ param: "temperature", message: expect.stringMatching(/^Invalid parameter 'temperature': /) });
+  it("names the bound a value is outside of", () => {
+    expect(refusal({ temperature: 7 })).toMatchObject({ param: "temperature", message: "Invalid value for 'temperature': expected a number at most 2, but got 7." });
+    expect(refusal({ messages: [] }).message).toBe("Invalid value for 'messages': expected an array of at least 1 item, but got 0.");
+  });
+
+  it("lists the values a tag accepts, down the branch the body took", () => {
+    expect(refusal({ messages: [{ role: "robot", content: "x" }] })).toMatchObject({
+      param: "messages[0].role",
+      message: "Invalid value for 'messages[0].role': 'robot'. Supported values are: 'system', 'developer', 'user', 'assistant' and 'tool'.",
+    });
+    expect(refusal({ messages: [{ role: "user", content: [{ type: "audio" }] }] })).toMatchObject({
+      param: "messages[0].content[0].type",
+      message: expect.stringMatching(/^Invalid value for 'messages\[0\]\.content\[0\]\.type': 'audio'\. Supported values are: 'text', 'image_url'/),
+    });
+    expect(refusal({ messages: [{ role: "system", content: [{ type: "image_url" }] }] }).message).toBe(
+      "Invalid value for 'messages[0].content[0].type': 'image_url'. Supported values are: 'text'.",
+    );
+  });
+
+  it("says what a union takes when no branch fits", () => {
+    expect(refusal({ stop: 5 }).message).toBe("Invalid type for 'stop': expected a string or an array, but got a number instead.");
+    expect(refusal({ tool_choice: "bogus" }).message).toBe("Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or an object, but got 'bogus'.");
+    expect(apiError(() => normalizeCompletion({ model: "m", prompt: [1, 2] }, chute)).message).toMatch(/token-id prompts are not supported\)\.$/);
   });
 });
 

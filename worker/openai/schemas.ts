@@ -1,5 +1,4 @@
 import { z } from "zod";
-import { ApiError } from "../errors.ts";
 import { MAX_CHOICES, MAX_EMBEDDING_INPUTS, MAX_TOP_LOGPROBS } from "../../protocol/index.ts";
 
 /**
@@ -158,57 +157,3 @@ export const UNSUPPORTED_CHAT_FIELDS = [
   "reasoning_effort",
   "web_search_options",
 ] as const;
-
-/** `messages[0].content` from a zod issue path. */
-export function paramOf(path: readonly PropertyKey[]): string | null {
-  if (path.length === 0) return null;
-  let out = "";
-  for (const p of path) out += typeof p === "number" ? `[${p}]` : out ? `.${String(p)}` : String(p);
-  return out;
-}
-
-/** The value a zod issue path points at in the raw body (undefined when absent). */
-function valueAt(body: unknown, path: readonly PropertyKey[]): unknown {
-  let v = body;
-  for (const p of path) {
-    if (typeof v !== "object" || v === null) return undefined;
-    v = (v as Record<PropertyKey, unknown>)[p];
-  }
-  return v;
-}
-
-function kindOf(v: unknown): string {
-  if (v === null) return "null";
-  if (Array.isArray(v)) return "an array";
-  if (typeof v === "object") return "an object";
-  if (typeof v === "number" && !Number.isInteger(v)) return "a decimal number";
-  return typeof v === "string" || typeof v === "number" || typeof v === "boolean" ? `a ${typeof v}` : typeof v;
-}
-
-const EXPECTED: Record<string, string> = { array: "an array", object: "an object", int: "an integer", number: "a number", string: "a string", boolean: "a boolean" };
-
-/**
- * The 400 for a body its schema refused, from the first issue: a field left out is "Missing
- * required parameter", a field of the wrong type "Invalid type for" (what was expected and what
- * came), anything else "Invalid parameter" with zod's reason. `param` names the field.
- */
-export function bodyRefusal(error: z.ZodError, body: unknown): ApiError {
-  const issue = error.issues[0];
-  if (!issue) return new ApiError("invalid_request", "Invalid request body.");
-  if (issue.code === "unrecognized_keys") {
-    const param = paramOf([...issue.path, issue.keys[0]!]);
-    return new ApiError("invalid_request", `Unrecognized request argument supplied: ${param}.`, param);
-  }
-  const param = paramOf(issue.path);
-  const named = param ? ` '${param}'` : "";
-  const value = valueAt(body, issue.path);
-  // A union's tag (a message's `role`) left out fails as a union, not as a type.
-  if ((issue.code === "invalid_type" || issue.code === "invalid_union") && value === undefined) {
-    return new ApiError("invalid_request", `Missing required parameter${named}.`, param);
-  }
-  if (issue.code === "invalid_type") {
-    const expected = EXPECTED[issue.expected] ?? issue.expected;
-    return new ApiError("invalid_request", `Invalid type for${named}: expected ${expected}, but got ${kindOf(value)} instead.`, param);
-  }
-  return new ApiError("invalid_request", `Invalid parameter${named}: ${issue.message}.`, param);
-}
