@@ -50,6 +50,9 @@ function describe(issue: Issue, body: unknown, schema: z.ZodType): { path: Prope
   if (issue.code === "too_small" || issue.code === "too_big") {
     return { path, message: `Invalid value for${named}: ${own ? sentence(issue.message) : `${bound(issue, value)}.`}` };
   }
+  if (issue.code === "invalid_key" && issue.issues[0]) {
+    return { path, message: `Invalid key for${named}: ${sentence(issue.issues[0].message)}` };
+  }
   if (issue.code === "invalid_union") {
     // A union with a reason of its own (`prompt`'s) says it.
     if (own) return { path, message: `Invalid parameter${named}: ${sentence(issue.message)}` };

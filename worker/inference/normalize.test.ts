@@ -88,8 +88,9 @@ describe("a refused body's 400", () => {
     );
   });
 
-  it("says what a union takes when no branch fits", () => {
+  it("says what a union takes when no branch fits, and why a key is refused", () => {
     expect(refusal({ stop: 5 }).message).toBe("Invalid type for 'stop': expected a string or an array, but got a number instead.");
+    expect(refusal({ logit_bias: { a: 1 } })).toMatchObject({ param: "logit_bias.a", message: "Invalid key for 'logit_bias.a': logit_bias keys are token ids." });
     expect(refusal({ tool_choice: "bogus" }).message).toBe("Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or an object, but got 'bogus'.");
     expect(apiError(() => normalizeCompletion({ model: "m", prompt: [1, 2] }, chute)).message).toMatch(/token-id prompts are not supported\)\.$/);
   });
