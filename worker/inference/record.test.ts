@@ -57,8 +57,8 @@ describe("invocation records", () => {
     });
     await Promise.all([...ids.map((id) => recordInvocation(db, record(id))), recordInvocation(db, error)]);
 
-    // The first row is written at once; the 40 that came meanwhile go together (one statement).
-    expect(prepared).toHaveLength(2);
+    // The first row waits for the others, and they go together: one statement.
+    expect(prepared).toHaveLength(1);
     const { n } = (await real.prepare("SELECT count(*) AS n FROM invocations WHERE id LIKE 'burst-%'").first<{ n: number }>())!;
     expect(n).toBe(41);
     expect(await rowOf("burst-17")).toMatchObject({
@@ -74,6 +74,29 @@ describe("invocation records", () => {
     // created_at is the column's own default (epoch ms), as for a row inserted without it.
     const { created_at } = (await rowOf("burst-3"))!;
     expect(Math.abs(Number(created_at) - Date.now())).toBeLessThan(60_000);
+  });
+
+  it("a row waits for others a while, and a full batch goes at once", async () => {
+    prepared.length = 0;
+    const started = Date.now();
+    await recordInvocation(db, record("lone"));
+    // A lone row lingers for company (100 ms), then goes on its own.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(90);
+    expect(prepared).toHaveLength(1);
+    expect(await rowOf("lone")).toMatchObject({ id: "lone" });
+
+    // 250 rows at once: two full batches of 100 go without waiting out the linger, the rest after it.
+    prepared.length = 0;
+    const ids = Array.from({ length: 250 }, (_, i) => `many-${i}`);
+    const writes = new Map<number, number>();
+    const burst = Date.now();
+    await Promise.all(ids.map((id, i) => recordInvocation(db, record(id)).then(() => writes.set(i, Date.now()))));
+    expect(prepared).toHaveLength(3);
+    const { n } = (await real.prepare("SELECT count(*) AS n FROM invocations WHERE id LIKE 'many-%'").first<{ n: number }>())!;
+    expect(n).toBe(250);
+    // The full batches did not wait out the linger; the last fifty did.
+    expect(writes.get(199)! - burst).toBeLessThan(100);
+    expect(writes.get(249)! - burst).toBeGreaterThanOrEqual(90);
   });
 
   it("a row D1 refuses does not lose the rows batched with it", async () => {
