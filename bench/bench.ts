@@ -9,11 +9,11 @@ import { combineLoads, runLoad, type LoadResult } from "./load/runner.ts";
 import { machine, packageVersion, type Machine } from "./machine.ts";
 import { isolateEngineHost, PeakRss, totalCpuMs } from "./proc.ts";
 import { runFleet, type FleetResult } from "./fleet/run.ts";
-import { LLAMA_PARALLEL, TURNS, type Phase, type Profile } from "./profile.ts";
+import { LLAMA_PARALLEL, PACED_TOKEN_MS, TURNS, type Phase, type Profile } from "./profile.ts";
 import { startLlamaInProcess } from "./targets/llama.ts";
 import { ensureNginx, startNginx } from "./targets/nginx.ts";
 import { portkeyPackage, startPortkey } from "./targets/portkey.ts";
-import { startSluice, SYNTHETIC_CHUTE } from "./targets/sluice.ts";
+import { PACED_CHUTE, startSluice, syntheticEngine, SYNTHETIC_CHUTE } from "./targets/sluice.ts";
 import type { RunningTarget } from "./targets/types.ts";
 import { startUpstream, type Upstream } from "./targets/upstream.ts";
 
@@ -29,6 +29,8 @@ export type RowId = (typeof ROWS)[number]["id"];
 
 const SYNTHETIC_ROWS: readonly RowId[] = ["direct", "nginx", "portkey", "sluice"];
 const LLAMA_ROWS: readonly RowId[] = ["llama", "sluice-llama"];
+/** The rows of the paced phase (Portkey's streaming fails, so it is left out). */
+export const PACED_ROWS: readonly RowId[] = ["direct", "nginx", "sluice"];
 
 /** One phase's load result, with the CPU its processes spent per request (from /proc). */
 export interface PhaseResult extends LoadResult {
@@ -46,6 +48,8 @@ export interface RowResult {
   stream?: PhaseResult;
   /** Streams one at a time (synthetic rows only). */
   lone?: PhaseResult;
+  /** The streams from the paced upstream (PACED_ROWS only). */
+  paced?: PhaseResult;
   /** Peak resident memory of the gateway process(es); undefined for rows without a gateway. */
   gatewayRssBytes?: number;
   notes: string[];
@@ -107,8 +111,10 @@ interface Profiling {
   log: (line: string) => void;
 }
 
-async function phase(target: RunningTarget, p: Phase, stream: boolean, timeoutMs: number, profiling?: Profiling): Promise<PhaseResult> {
-  const client = target.client(p.concurrency, timeoutMs);
+type Connect = RunningTarget["client"];
+
+async function phase(target: RunningTarget, p: Phase, stream: boolean, timeoutMs: number, profiling?: Profiling, connect: Connect = target.client.bind(target)): Promise<PhaseResult> {
+  const client = connect(p.concurrency, timeoutMs);
   const body = (i: number): ChatBody => ({ max_tokens: p.maxTokens, stream, seed: i, temperature: 0.7 });
   const send = (i: number) => (stream ? client.stream(body(i)) : client.complete(body(i)));
   try {
@@ -135,7 +141,12 @@ async function phase(target: RunningTarget, p: Phase, stream: boolean, timeoutMs
   }
 }
 
-type PhaseKind = "small" | "stream" | "lone";
+type PhaseKind = "small" | "stream" | "lone" | "paced";
+
+/** How a row is called in a phase: in the paced phase through its pacedClient, if it has one (else it sits the phase out). */
+function connector(target: RunningTarget, kind: PhaseKind): Connect | undefined {
+  return kind === "paced" ? target.pacedClient?.bind(target) : target.client.bind(target);
+}
 
 interface Entrant {
   row: RowResult;
@@ -155,7 +166,7 @@ interface Entrant {
 async function measureInTurns(
   group: readonly RowResult[],
   phases: readonly (readonly [PhaseKind, Phase, boolean])[],
-  upstream: Upstream | undefined,
+  upstreams: Upstreams,
   opts: BenchOptions,
   runtime: Runtime,
   engineRows: boolean,
@@ -167,7 +178,7 @@ async function measureInTurns(
     for (const row of group) {
       log(`starting ${row.label} ...`);
       try {
-        const target = await startRow(row.id, upstream, opts, runtime, row);
+        const target = await startRow(row.id, upstreams, opts, runtime, row);
         if (!target) {
           log(`  skipped: ${row.reason}`);
           continue;
@@ -185,9 +196,11 @@ async function measureInTurns(
     if (engineRows) for (const e of entrants) e.row.notes.push(isolated?.note ?? "engine host not pinned to a CPU of its own (one CPU, or no taskset)");
     try {
       for (const [kind, p, stream] of phases) {
-        log(`${kind}: ${entrants.map((e) => e.row.label).join(", ")}, in turns ...`);
+        const taking = entrants.filter((e) => connector(e.target, kind));
+        if (taking.length === 0) continue;
+        log(`${kind}: ${taking.map((e) => e.row.label).join(", ")}, in turns ...`);
         for (let turn = 0; turn < turns; turn++) {
-          for (const e of turn % 2 === 0 ? entrants : [...entrants].reverse()) {
+          for (const e of turn % 2 === 0 ? taking : [...taking].reverse()) {
             if (e.row.status === "failed") continue;
             const done = (e.slices[kind] ??= []);
             const slice: Phase = {
@@ -197,9 +210,9 @@ async function measureInTurns(
               // Each row warms up before its first slice of the phase only.
               warmupMs: done.length === 0 ? p.warmupMs : 0,
             };
-            const profiling = opts.cpuProfDir && done.length === 0 && kind !== "lone" ? { dir: opts.cpuProfDir, label: `${e.row.id}.${kind}`, log } : undefined;
+            const profiling = opts.cpuProfDir && done.length === 0 && (kind === "small" || kind === "stream") ? { dir: opts.cpuProfDir, label: `${e.row.id}.${kind}`, log } : undefined;
             try {
-              done.push(await phase(e.target, slice, stream, profile.requestTimeoutMs, profiling));
+              done.push(await phase(e.target, slice, stream, profile.requestTimeoutMs, profiling, connector(e.target, kind)));
             } catch (err) {
               fail(e.row, err, log);
             }
@@ -214,7 +227,8 @@ async function measureInTurns(
       isolated?.undo();
     }
     for (const { row } of entrants) {
-      if (row.status === "ok") log(`  ${row.label}: small ${row.small!.rps.toFixed(0)} req/s (${row.small!.errors} errors), stream ${row.stream!.tokensPerSec.toFixed(0)} tok/s (${row.stream!.errors} errors)`);
+      const paced = row.paced ? `, paced TTFT p50 ${row.paced.ttftP50.toFixed(2)} ms (${row.paced.errors} errors)` : "";
+      if (row.status === "ok") log(`  ${row.label}: small ${row.small!.rps.toFixed(0)} req/s (${row.small!.errors} errors), stream ${row.stream!.tokensPerSec.toFixed(0)} tok/s (${row.stream!.errors} errors)${paced}`);
     }
   } finally {
     for (const { row, target, peak } of entrants) {
@@ -269,13 +283,17 @@ export async function runBench(opts: BenchOptions): Promise<BenchRun> {
   };
   if (opts.build !== false && (opts.fleet || wanted.some((r) => r.id === "sluice" || r.id === "sluice-llama" || r.id === "llama"))) build(log);
 
-  let upstream: Upstream | undefined;
+  const upstreams: Upstreams = {};
   const rows: RowResult[] = [];
   try {
     if (wanted.some((r) => SYNTHETIC_ROWS.includes(r.id))) {
-      upstream = await startUpstream();
-      log(`synthetic upstream at ${upstream.url}`);
-      await warmUp(upstream.direct, profile, log);
+      upstreams.instant = await startUpstream();
+      log(`synthetic upstream at ${upstreams.instant.url}`);
+      await warmUp(upstreams.instant.direct, profile, log);
+    }
+    if (wanted.some((r) => PACED_ROWS.includes(r.id))) {
+      upstreams.paced = await startUpstream({ delayPerTokenMs: PACED_TOKEN_MS });
+      log(`paced synthetic upstream (${PACED_TOKEN_MS} ms per token) at ${upstreams.paced.url}`);
     }
     for (const group of [SYNTHETIC_ROWS, LLAMA_ROWS]) {
       const rowsOf = wanted.filter((r) => group.includes(r.id)).map(({ id, label }): RowResult => ({ id, label, status: "ok", notes: [] }));
@@ -284,20 +302,33 @@ export async function runBench(opts: BenchOptions): Promise<BenchRun> {
       const engineRows = group === LLAMA_ROWS;
       const phases = engineRows
         ? ([["small", profile.llamaSmall, false], ["stream", profile.llamaStream, true]] as const)
-        : ([["small", profile.small, false], ["stream", profile.stream, true], ["lone", profile.lone, true]] as const);
-      await measureInTurns(rowsOf, phases, upstream, opts, runtime, engineRows);
+        : ([["small", profile.small, false], ["stream", profile.stream, true], ["lone", profile.lone, true], ["paced", profile.paced, true]] as const);
+      await measureInTurns(rowsOf, phases, upstreams, opts, runtime, engineRows);
     }
   } finally {
-    await upstream?.close();
+    await Promise.all([upstreams.instant?.close(), upstreams.paced?.close()]);
   }
   const fleet = opts.fleet ? await runFleet(profile.fleet, { log, ...(opts.cpuProfDir ? { cpuProfDir: opts.cpuProfDir } : {}) }) : undefined;
   return { startedAt, finishedAt: new Date(), machine: info, loadAtEnd: loadavg()[0]!, runtime, profile, rows, ...(fleet ? { fleet } : {}) };
 }
 
-async function startRow(id: RowId, upstream: Upstream | undefined, opts: BenchOptions, runtime: Runtime, row: RowResult): Promise<RunningTarget | undefined> {
+/** The synthetic upstreams: with no delays, and pacing its tokens (the paced phase). */
+interface Upstreams {
+  instant?: Upstream;
+  paced?: Upstream;
+}
+
+/** The direct row: the upstream called directly, and the paced upstream for the paced phase. */
+function directRow({ instant, paced }: Upstreams): RunningTarget {
+  return paced ? { ...instant!.direct, pacedClient: paced.direct.client.bind(paced.direct) } : instant!.direct;
+}
+
+async function startRow(id: RowId, upstreams: Upstreams, opts: BenchOptions, runtime: Runtime, row: RowResult): Promise<RunningTarget | undefined> {
+  const upstream = upstreams.instant;
+  const paced = upstreams.paced;
   switch (id) {
     case "direct":
-      return upstream!.direct;
+      return directRow(upstreams);
     case "nginx": {
       const nginx = ensureNginx(opts.installNginx, opts.log);
       if (!nginx.ok) {
@@ -306,14 +337,15 @@ async function startRow(id: RowId, upstream: Upstream | undefined, opts: BenchOp
         return undefined;
       }
       runtime.nginx = `nginx ${nginx.version} (${nginx.path}), 1 worker process, proxy_buffering off, upstream keepalive`;
-      return startNginx(nginx.path, upstream!.port);
+      return startNginx(nginx.path, upstream!.port, paced?.port);
     }
     case "portkey":
       return startPortkey(upstream!.url);
     case "sluice":
       return startSluice({
         chute: SYNTHETIC_CHUTE,
-        engine: { kind: "openai-upstream", baseURL: upstream!.url, model: "synthetic", parallel: SYNTHETIC_CHUTE.concurrency },
+        engine: syntheticEngine(upstream!.url),
+        ...(paced ? { paced: { chute: PACED_CHUTE, engine: syntheticEngine(paced.url) } } : {}),
         creditUsd: CREDIT_USD,
         cpuProfDir: opts.cpuProfDir,
       });

@@ -6,6 +6,8 @@ export interface Phase {
   /** Unrecorded load first (connections, JIT, caches), bounded the same way. */
   warmupMs: number;
   maxTokens: number;
+  /** Streams' starts spread over this long at the start of each load, not recorded (see LoadOptions.rampMs). */
+  rampMs?: number;
 }
 
 /** The fleet simulator's run (bench/fleet): agents connected, left idle, then streams through all of them. */
@@ -43,6 +45,12 @@ export interface Profile {
   stream: Phase;
   /** The same streams one at a time on the synthetic rows: the path's own time to first token, without queueing. */
   lone: Phase;
+  /**
+   * The same streams from the paced upstream (PACED_TOKEN_MS per token, as an engine decodes), on
+   * the direct, nginx and Sluice rows: the path's added first-token latency with many streams in
+   * flight, the CPU not saturated (issue 7's TTFT target).
+   */
+  paced: Phase;
   /** The same two on the llama.cpp rows (concurrency = the engine's parallel sequences). */
   llamaSmall: Phase;
   llamaStream: Phase;
@@ -55,6 +63,9 @@ export interface Profile {
   requestTimeoutMs: number;
   fleet: FleetPhase;
 }
+
+/** The paced upstream writes a stream's tokens this far apart: 256 tokens in about 1 s (~250 tokens/s, a fast GPU engine). */
+export const PACED_TOKEN_MS = 4;
 
 /** llama.cpp parallel sequences, for both the agent and the in-process engine. */
 export const LLAMA_PARALLEL = 4;
@@ -71,6 +82,9 @@ const DEFAULT: Profile = {
   small: { concurrency: 16, durationMs: 8_000, maxRequests: 200_000, warmupMs: 2_000, maxTokens: 4 },
   stream: { concurrency: 20, durationMs: 8_000, maxRequests: 50_000, warmupMs: 2_000, maxTokens: 256 },
   lone: { concurrency: 1, durationMs: 3_000, maxRequests: 5_000, warmupMs: 500, maxTokens: 256 },
+  // Started all at once, equal streams of a closed loop stay in lockstep and arrive in bursts of
+  // 20 (each TTFT then holds the admission of the rest of its burst): spread over one stream's length.
+  paced: { concurrency: 20, durationMs: 8_000, maxRequests: 50_000, warmupMs: 2_000, maxTokens: 256, rampMs: 1_000 },
   llamaSmall: { concurrency: LLAMA_PARALLEL, durationMs: 5_000, maxRequests: 5_000, warmupMs: 1_000, maxTokens: 8 },
   llamaStream: { concurrency: LLAMA_PARALLEL, durationMs: 12_000, maxRequests: 1_000, warmupMs: 1_000, maxTokens: 256 },
   globalWarmupMs: 3_000,
@@ -98,6 +112,8 @@ const QUICK: Profile = {
   small: { ...DEFAULT.small, durationMs: 1_500, warmupMs: 300 },
   stream: { ...DEFAULT.stream, durationMs: 1_500, warmupMs: 300 },
   lone: { ...DEFAULT.lone, durationMs: 800, warmupMs: 200 },
+  // A paced stream lasts about 1 s: after its ramp, each row's slice still starts one or two streams per connection.
+  paced: { ...DEFAULT.paced, durationMs: 3_000, warmupMs: 1_000 },
   llamaSmall: { ...DEFAULT.llamaSmall, durationMs: 1_000, warmupMs: 200 },
   llamaStream: { ...DEFAULT.llamaStream, durationMs: 1_500, warmupMs: 300 },
   globalWarmupMs: 1_000,
@@ -111,6 +127,7 @@ const SMOKE: Profile = {
   small: { concurrency: 4, durationMs: 300, maxRequests: 20, warmupMs: 0, maxTokens: 4 },
   stream: { concurrency: 4, durationMs: 300, maxRequests: 8, warmupMs: 0, maxTokens: 256 },
   lone: { concurrency: 1, durationMs: 200, maxRequests: 4, warmupMs: 0, maxTokens: 32 },
+  paced: { concurrency: 4, durationMs: 600, maxRequests: 16, warmupMs: 0, maxTokens: 32, rampMs: 40 },
   llamaSmall: { concurrency: LLAMA_PARALLEL, durationMs: 300, maxRequests: 4, warmupMs: 0, maxTokens: 8 },
   llamaStream: { concurrency: LLAMA_PARALLEL, durationMs: 300, maxRequests: 4, warmupMs: 0, maxTokens: 32 },
   globalWarmupMs: 0,

@@ -28,6 +28,13 @@ describe("the benchmark (smoke run)", () => {
       expect(row(id).small!.ok).toBeGreaterThan(0);
       expect(row(id).stream!.tokens).toBeGreaterThan(0);
     }
+    // The paced phase: the paced upstream called directly and through Sluice's second chute.
+    for (const id of ["direct", "sluice"]) {
+      expect({ id, paced: row(id).paced?.errors }).toEqual({ id, paced: 0 });
+      expect(row(id).paced!.tokens).toBeGreaterThan(0);
+    }
+    if (row("nginx").status === "ok") expect(row("nginx").paced?.errors).toBe(0);
+    expect(row("portkey").paced).toBeUndefined();
     expect(row("sluice").gatewayRssBytes).toBeGreaterThan(0);
     expect(row("sluice").small!.gatewayCpuMsPerRequest).toBeGreaterThanOrEqual(0);
     // Portkey proxies non-streaming requests; its streaming failure on this Node is recorded, not hidden.
@@ -41,6 +48,8 @@ describe("the benchmark (smoke run)", () => {
     expect(fleet.readings.idle!.rssBytes).toBeGreaterThan(0);
     const report = render(run);
     expect(report).toContain("### Targets (issue 7)");
+    expect(report).toContain("### Paced upstream: time to first token");
+    expect(report).toMatch(/\| added TTFT over the direct paced upstream \(4 ms per token\): p50 <= 3 ms at 20 concurrent streams \(this run: 4\) +\| +[+-][\d.]+ ms \| (PASS|FAIL) /);
     expect(report).toContain("running workerd");
     // Rows are measured in turns (bench.ts, measureInTurns).
     expect(report).toContain("Rows are measured in turns");

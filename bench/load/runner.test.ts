@@ -1,3 +1,5 @@
+import { performance } from "node:perf_hooks";
+import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { combineLoads, runLoad, type Sample } from "./runner.ts";
 
@@ -20,5 +22,22 @@ describe("combineLoads", () => {
     expect(all.wallMs).toBeCloseTo(a.wallMs + b.wallMs, 6);
     expect(all.rps).toBeCloseTo((8 * 1000) / all.wallMs, 6);
     expect(all.tokensPerSec).toBeCloseTo((16 * 1000) / all.wallMs, 6);
+  });
+});
+
+describe("runLoad with a ramp", () => {
+  it("spreads the workers' first requests over rampMs and records only requests started after it", async () => {
+    const t0 = performance.now();
+    const starts: number[] = [];
+    const task = async (): Promise<Sample> => {
+      starts.push(performance.now() - t0);
+      await sleep(200);
+      return { ok: true, latencyMs: 200, tokens: 1 };
+    };
+    const r = await runLoad({ concurrency: 4, durationMs: 200, maxRequests: 1_000, rampMs: 160 }, task);
+    // First requests at about 0, 40, 80 and 120 ms (not recorded), then 200 to 320 ms (recorded); none after 360 ms.
+    expect(starts.length).toBe(8);
+    expect(starts[3]! - starts[0]!).toBeGreaterThanOrEqual(100);
+    expect({ requests: r.requests, ok: r.ok, tokens: r.tokens }).toEqual({ requests: 4, ok: 4, tokens: 4 });
   });
 });

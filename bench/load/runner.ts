@@ -1,4 +1,5 @@
 import { performance } from "node:perf_hooks";
+import { setTimeout as sleep } from "node:timers/promises";
 import { ascending, percentile } from "./stats.ts";
 
 /** What one request produced. */
@@ -24,6 +25,12 @@ export interface LoadOptions {
   durationMs: number;
   /** No more than this many requests start. */
   maxRequests: number;
+  /**
+   * Spread the workers' first requests evenly over this long, so that requests of equal length do
+   * not arrive in lockstep bursts, and record only requests started after it; durationMs counts
+   * from its end, and so do the rates (0 or absent: every worker starts at once, all recorded).
+   */
+  rampMs?: number;
 }
 
 export interface LoadResult {
@@ -57,14 +64,20 @@ export async function runLoad(opts: LoadOptions, task: Task): Promise<LoadResult
   const ttfts: number[] = [];
   const examples: string[] = [];
   let started = 0;
+  let recorded = 0;
   let ok = 0;
   let errors = 0;
   let tokens = 0;
-  const t0 = performance.now();
+  const ramp = opts.rampMs ?? 0;
+  const t0 = performance.now() + ramp;
   const deadline = t0 + opts.durationMs;
-  const worker = async (): Promise<void> => {
+  const worker = async (k: number): Promise<void> => {
+    if (ramp > 0) await sleep((k * ramp) / opts.concurrency);
     while (started < opts.maxRequests && performance.now() < deadline) {
+      const record = performance.now() >= t0;
       const sample = await task(started++).catch((err: unknown): Sample => ({ ok: false, error: String(err), latencyMs: 0 }));
+      if (!record) continue;
+      recorded++;
       if (!sample.ok) {
         errors++;
         const message = sample.error ?? "failed";
@@ -77,8 +90,8 @@ export async function runLoad(opts: LoadOptions, task: Task): Promise<LoadResult
       tokens += sample.tokens ?? 0;
     }
   };
-  await Promise.all(Array.from({ length: opts.concurrency }, worker));
-  return summary({ concurrency: opts.concurrency, requests: started, ok, errors, errorExamples: examples, wallMs: performance.now() - t0, tokens }, latencies, ttfts);
+  await Promise.all(Array.from({ length: opts.concurrency }, (_, k) => worker(k)));
+  return summary({ concurrency: opts.concurrency, requests: recorded, ok, errors, errorExamples: examples, wallMs: performance.now() - t0, tokens }, latencies, ttfts);
 }
 
 type Counts = Pick<LoadResult, "concurrency" | "requests" | "ok" | "errors" | "errorExamples" | "wallMs" | "tokens">;

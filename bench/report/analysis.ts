@@ -1,5 +1,6 @@
 import type { RowId, RowResult } from "../bench.ts";
 import type { LoadResult } from "../load/runner.ts";
+import { PACED_TOKEN_MS } from "../profile.ts";
 
 /** A phase's result when at least one request of it succeeded. */
 export function usable(result: LoadResult | undefined): LoadResult | undefined {
@@ -11,6 +12,7 @@ export const streamTps = (row: RowResult | undefined): number | undefined => usa
 export const smallP50 = (row: RowResult | undefined): number | undefined => usable(row?.small)?.latencyP50;
 export const ttftP50 = (row: RowResult | undefined): number | undefined => usable(row?.stream)?.ttftP50;
 export const streamE2eP50 = (row: RowResult | undefined): number | undefined => usable(row?.stream)?.latencyP50;
+export const pacedTtftP50 = (row: RowResult | undefined): number | undefined => usable(row?.paced)?.ttftP50;
 
 export function byId(rows: readonly RowResult[], id: RowId): RowResult | undefined {
   return rows.find((r) => r.id === id);
@@ -54,8 +56,9 @@ export function checkTargets(rows: readonly RowResult[], fmt: {
   const p50s = [smallP50(sluice), smallP50(portkey)];
   const p50Gap = sub(p50s[0], p50s[1]);
   const tpsShare = div(streamTps(sluice), streamTps(direct));
-  const addedTtft = sub(ttftP50(sluice), ttftP50(direct));
-  const streams = usable(sluice?.stream)?.concurrency;
+  // Judged on the paced phase: under the instant upstream's saturating load, TTFT is queueing for the CPU.
+  const addedTtft = sub(pacedTtftP50(sluice), pacedTtftP50(direct));
+  const streams = usable(sluice?.paced)?.concurrency;
   const e2eOver = div(sub(streamE2eP50(sluiceLlama), streamE2eP50(llama)), streamE2eP50(llama));
   return [
     {
@@ -74,7 +77,7 @@ export function checkTargets(rows: readonly RowResult[], fmt: {
       verdict: verdict(tpsShare, (v) => v >= 0.25),
     },
     {
-      target: `added TTFT over the direct upstream: p50 <= 3 ms at 20 concurrent streams${streams !== undefined && streams !== 20 ? ` (this run: ${streams})` : ""}`,
+      target: `added TTFT over the direct paced upstream (${PACED_TOKEN_MS} ms per token): p50 <= 3 ms at 20 concurrent streams${streams !== undefined && streams !== 20 ? ` (this run: ${streams})` : ""}`,
       measured: addedTtft === undefined ? "—" : `${fmt.deltaMs(addedTtft)} ms`,
       verdict: verdict(addedTtft, (v) => v <= 3),
     },

@@ -1,5 +1,6 @@
 import type { BenchRun, RowResult } from "../bench.ts";
-import { TURNS, type Phase } from "../profile.ts";
+import type { LoadResult } from "../load/runner.ts";
+import { PACED_TOKEN_MS, TURNS, type Phase } from "../profile.ts";
 import { byId, checkTargets, div, smallP50, smallRps, streamE2eP50, streamTps, sub, ttftP50, usable } from "./analysis.ts";
 import { fleetFailures } from "../fleet/run.ts";
 import { fleetLoadText, fleetTable, scaleTarget } from "./fleet.ts";
@@ -16,7 +17,8 @@ const SHORT: Record<RowResult["id"], string> = {
 };
 
 function phaseText(p: Phase, what: string): string {
-  return `${what}, concurrency ${p.concurrency}, ${p.durationMs / 1000} s after a ${p.warmupMs / 1000} s warm-up (at most ${p.maxRequests.toLocaleString("en-US")} requests)`;
+  const ramp = p.rampMs ? `, each slice of it after a ${p.rampMs / 1000} s ramp of spread-out starts, not recorded` : "";
+  return `${what}, concurrency ${p.concurrency}, ${p.durationMs / 1000} s after a ${p.warmupMs / 1000} s warm-up (at most ${p.maxRequests.toLocaleString("en-US")} requests)${ramp}`;
 }
 
 function errorsCell(row: RowResult): string {
@@ -78,7 +80,28 @@ function addedLatency(run: BenchRun): string {
       percent(div(streamTps(row), streamTps(direct))),
     ];
   });
-  return table(["over the direct floor", "small p50 +ms", "small p99 +ms", "TTFT p50 +ms", "TTFT p99 +ms", "TTFT p50 +ms, one stream", "stream tok/s kept"], rows);
+  return table(["over the direct floor", "small p50 +ms", "small p99 +ms", "TTFT p50 +ms, saturated", "TTFT p99 +ms, saturated", "TTFT p50 +ms, one stream", "stream tok/s kept"], rows);
+}
+
+/** The paced phase: each row's time to first token, and what it adds over the paced upstream called directly. */
+function pacedTable(run: BenchRun): string | undefined {
+  const direct = usable(byId(run.rows, "direct")?.paced);
+  const rows = run.rows.filter((r) => r.paced).map((row) => {
+    const paced = usable(row.paced);
+    const added = (f: (r: LoadResult) => number) => (row.id === "direct" || !paced || !direct ? DASH : deltaMs(f(paced) - f(direct)));
+    return [
+      SHORT[row.id],
+      ms(paced?.ttftP50), ms(paced?.ttftP99),
+      added((r) => r.ttftP50), added((r) => r.ttftP99),
+      num(paced ? div(paced.tokens / paced.ok, paced.latencyP50 / 1000) : undefined), ms(paced?.latencyP50),
+      `${row.paced!.errors}/${row.paced!.requests}`,
+    ];
+  });
+  if (rows.length === 0) return undefined;
+  return table(
+    [`paced upstream (${PACED_TOKEN_MS} ms per token)`, "TTFT p50 ms", "TTFT p99 ms", "added TTFT p50 +ms", "added TTFT p99 +ms", "tok/s per stream (p50)", "stream p50 ms", "errors"],
+    rows,
+  );
 }
 
 function llamaPair(run: BenchRun): string | undefined {
@@ -102,13 +125,15 @@ function notes(run: BenchRun): string[] {
   for (const row of run.rows) {
     const name = SHORT[row.id];
     if (row.reason) out.push(`${name}: ${row.status}: ${row.reason}`);
-    for (const [what, r] of [["small", row.small], ["stream", row.stream], ["one stream", row.lone]] as const) {
+    for (const [what, r] of [["small", row.small], ["stream", row.stream], ["one stream", row.lone], ["paced", row.paced]] as const) {
       if (r && r.errors > 0) out.push(`${name} ${what}: ${r.errors} of ${r.requests} requests failed, e.g. ${r.errorExamples.join(" / ")}`);
     }
-    const stream = usable(row.stream);
-    const phase = row.id === "llama" || row.id === "sluice-llama" ? run.profile.llamaStream : run.profile.stream;
-    if (stream && stream.tokens / stream.ok < phase.maxTokens * 0.99) {
-      out.push(`${name} stream: ${(stream.tokens / stream.ok).toFixed(1)} tokens per stream on average (asked for ${phase.maxTokens})`);
+    const streamPhase = row.id === "llama" || row.id === "sluice-llama" ? run.profile.llamaStream : run.profile.stream;
+    for (const [what, r, phase] of [["stream", row.stream, streamPhase], ["paced", row.paced, run.profile.paced]] as const) {
+      const stream = usable(r);
+      if (stream && stream.tokens / stream.ok < phase.maxTokens * 0.99) {
+        out.push(`${name} ${what}: ${(stream.tokens / stream.ok).toFixed(1)} tokens per stream on average (asked for ${phase.maxTokens})`);
+      }
     }
     out.push(...row.notes.map((n) => `${name}: ${n}`));
   }
@@ -122,6 +147,7 @@ export function render(run: BenchRun): string {
   const targets = [...checkTargets(run.rows, { ratio, ms, deltaMs, percent }), scaleTarget(run.fleet)];
   const pair = llamaPair(run);
   const cpu = cpuTable(run);
+  const paced = pacedTable(run);
   const fleet = run.fleet;
   const rowSections = run.rows.length === 0 ? [] : [
     "### Results",
@@ -140,6 +166,7 @@ export function render(run: BenchRun): string {
     ratioMatrix(run, streamTps),
     "",
     addedLatency(run),
+    ...(paced ? ["", `### Paced upstream: time to first token with ${p.paced.concurrency} streams in flight`, "", paced] : []),
     ...(pair ? ["", pair] : []),
     "",
   ];
@@ -150,16 +177,18 @@ export function render(run: BenchRun): string {
     `- Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB.toFixed(1)} GiB memory, Linux ${m.kernel}, Node ${m.node}.`,
     `  1-minute load average ${m.loadAtStart.toFixed(2)} at the start and ${run.loadAtEnd.toFixed(2)} at the end (anything else running on the machine skews every row).`,
     `- Sluice runtime: ${run.runtime.sluice}.`,
-    `- Peers: ${run.runtime.nginx}; ${run.runtime.portkey}; upstream: test/support's synthetic OpenAI-compatible server in its own Node process, no delays.`,
+    `- Peers: ${run.runtime.nginx}; ${run.runtime.portkey}; upstream: test/support's synthetic OpenAI-compatible server in its own Node process, no delays; for the paced phase, a second one writing each stream's tokens ${PACED_TOKEN_MS} ms apart.`,
     `- Engine rows: ${run.runtime.llama}.`,
     `- Load (closed loop, keep-alive node:http pool of one connection per concurrent request, all on 127.0.0.1):`,
     `  small = ${phaseText(p.small, `non-streaming chat, max_tokens ${p.small.maxTokens}`)};`,
     `  stream = ${phaseText(p.stream, `${p.stream.maxTokens}-token streams with include_usage`)};`,
     `  one stream = ${phaseText(p.lone, "the same streams one at a time")}: the path's own added time to first token (under the stream load it also includes queueing for the CPU);`,
+    `  paced = ${phaseText(p.paced, `the same ${p.paced.maxTokens}-token streams from the paced upstream (about ${((p.paced.maxTokens * PACED_TOKEN_MS) / 1000).toFixed(1)} s a stream, as an engine decodes)`)}, on the direct, nginx (a second port of the same nginx) and Sluice (a second chute of the same agent) rows; Portkey is left out, its streaming fails. The ramp keeps equal streams of the closed loop from running in lockstep: started at once, they arrive in bursts of ${p.paced.concurrency} and each TTFT also holds the admission of the rest of its burst.`,
+    `  The two TTFTs: under the stream load the instant upstream writes a whole stream at once and the ${m.cores} cores are saturated, so its TTFT is queueing for the CPU (throughput in disguise); under the paced load, far below what saturates the CPU, TTFT is the path's own added first-token latency with ${p.paced.concurrency} streams in flight, which issue 7's TTFT target is judged on.`,
     `  llama rows: small = ${phaseText(p.llamaSmall, `max_tokens ${p.llamaSmall.maxTokens}`)}; stream = ${phaseText(p.llamaStream, `${p.llamaStream.maxTokens}-token streams`)}.`,
     `  Rows are measured in turns, in two groups (the synthetic rows; the two llama.cpp rows): every target of a group up at once, each phase cut into ${TURNS.synthetic} slices per row (${TURNS.llama} on the llama.cpp rows), run in the table's order, then in reverse, and so on (each row's warm-up before its first slice), and a row's slices counted as one load. So a drift in the machine's speed, which reaches tens of percent over minutes here, touches every row of a comparison alike.`,
     ...(run.fleet ? [`  ${fleetLoadText(run.fleet.phase)}.`] : []),
-    `  TTFT = request start to the arrival of the first non-empty content token; tok/s = completion tokens (usage chunk) of successful streams ÷ wall time.`,
+    `  TTFT = request start to the arrival of the first non-empty content token; tok/s = completion tokens (usage chunk) of successful streams ÷ wall time; tok/s per stream = a stream's completion tokens ÷ the p50 stream duration.`,
     "",
     ...rowSections,
     ...fleetSections,

@@ -52,7 +52,32 @@ export function ensureNginx(install: boolean, log: (line: string) => void): Foun
   return { ok: false, reason: failure ?? "apt-get succeeded but no nginx binary was found" };
 }
 
-function config(dir: string, port: number, upstreamPort: number): string {
+/** A port nginx listens on and the upstream it proxies to. */
+interface Route {
+  port: number;
+  upstreamPort: number;
+}
+
+function proxy(name: string, route: Route): string {
+  return `  upstream ${name} {
+    server 127.0.0.1:${route.upstreamPort};
+    keepalive 128;
+  }
+  server {
+    listen 127.0.0.1:${route.port};
+    location / {
+      proxy_pass http://${name};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_cache off;
+      proxy_read_timeout 60s;
+    }
+  }
+`;
+}
+
+function config(dir: string, routes: readonly Route[]): string {
   // `user` only applies when the master runs as root: then keep workers as the current user too.
   const user = process.getuid?.() === 0 ? "user root;\n" : "";
   return `${user}worker_processes 1;
@@ -68,31 +93,21 @@ http {
   fastcgi_temp_path ${dir}/fastcgi;
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
-  upstream synthetic {
-    server 127.0.0.1:${upstreamPort};
-    keepalive 128;
-  }
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://synthetic;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-      proxy_cache off;
-      proxy_read_timeout 60s;
-    }
-  }
-}
+${routes.map((r, i) => proxy(`synthetic${i}`, r)).join("")}}
 `;
 }
 
-/** nginx as a plain reverse proxy (SSE unbuffered) in front of the upstream, on a free port. */
-export async function startNginx(binary: string, upstreamPort: number): Promise<RunningTarget> {
+/**
+ * nginx as a plain reverse proxy (SSE unbuffered) in front of the upstream, on a free port; with
+ * `pacedUpstreamPort`, the same nginx (one worker) also proxies to the paced upstream on a second port.
+ */
+export async function startNginx(binary: string, upstreamPort: number, pacedUpstreamPort?: number): Promise<RunningTarget> {
   const dir = await mkdtemp(join(tmpdir(), "sluice-bench-nginx-"));
   const port = await freePort();
+  const paced: Route | undefined = pacedUpstreamPort === undefined ? undefined : { port: await freePort(), upstreamPort: pacedUpstreamPort };
+  const routes = [{ port, upstreamPort }, ...(paced ? [paced] : [])];
   const conf = join(dir, "nginx.conf");
-  await writeFile(conf, config(dir, port, upstreamPort));
+  await writeFile(conf, config(dir, routes));
   execFileSync(binary, ["-t", "-q", "-p", dir, "-e", join(dir, "error.log"), "-c", conf], { stdio: "pipe" });
   const child = new ManagedChild("nginx", binary, ["-p", dir, "-e", join(dir, "error.log"), "-c", conf]);
   let alive = true;
@@ -103,10 +118,11 @@ export async function startNginx(binary: string, upstreamPort: number): Promise<
     await child.stop();
     throw new Error(`nginx did not come up: ${(err as Error).message}; ${child.lastOutput(500)}`);
   }
-  const baseURL = `http://127.0.0.1:${port}/v1`;
+  const endpoint = (p: number) => ({ baseURL: `http://127.0.0.1:${p}/v1`, headers: {}, model: "synthetic" });
   const pids = [child.pid, ...descendants(child.pid)]; // the master and its worker
   return {
-    client: (n, timeoutMs) => new HttpLoadClient({ baseURL, headers: {}, model: "synthetic" }, n, timeoutMs),
+    client: (n, timeoutMs) => new HttpLoadClient(endpoint(port), n, timeoutMs),
+    ...(paced ? { pacedClient: (n: number, timeoutMs: number) => new HttpLoadClient(endpoint(paced.port), n, timeoutMs) } : {}),
     gatewayPids: () => pids,
     notes: () => [],
     close: async () => {

@@ -11,9 +11,15 @@ import { freePort } from "./net.ts";
 import { WorkerdProfiler } from "../cpu-profile.ts";
 import type { RunningTarget } from "./types.ts";
 
-export interface SluiceOptions {
+/** A chute and the engine the agent serves it with. */
+export interface ServedChute {
   chute: SeedChute;
   engine: EngineConfig;
+}
+
+export interface SluiceOptions extends ServedChute {
+  /** A second chute the same agent serves, called by the target's pacedClient (the paced phase). */
+  paced?: ServedChute;
   /** Credit of the benchmark account, in USD (enough for the whole run). */
   creditUsd: number;
   /**
@@ -36,13 +42,22 @@ export const SYNTHETIC_CHUTE: SeedChute = {
   concurrency: 64,
 };
 
+/** The same chute, served from the paced synthetic upstream (the paced phase). */
+export const PACED_CHUTE: SeedChute = { ...SYNTHETIC_CHUTE, id: "chute-bench-synthetic-paced", name: "bench/synthetic-paced" };
+
+/** The agent's `openai-upstream` engine on a synthetic upstream (its base URL ends in /v1). */
+export function syntheticEngine(baseURL: string): EngineConfig {
+  return { kind: "openai-upstream", baseURL, model: "synthetic", parallel: SYNTHETIC_CHUTE.concurrency };
+}
+
 /**
  * The full Sluice path: the wrangler-built Worker bundle in workerd through Miniflare (no
  * `wrangler dev` proxy in front), an in-memory D1 migrated and seeded with a funded account,
  * and a real `sluice-miner` process serving the chute with `engine`.
  */
 export async function startSluice(opts: SluiceOptions): Promise<RunningTarget> {
-  const seed = makeSeed({ chutes: [opts.chute], creditUsd: opts.creditUsd });
+  const served: ServedChute[] = [opts, ...(opts.paced ? [opts.paced] : [])];
+  const seed = makeSeed({ chutes: served.map((c) => c.chute), creditUsd: opts.creditUsd });
   const inspectorPort = opts.cpuProfDir ? await freePort() : undefined;
   const gateway = await startBenchGateway({ seed, ...(inspectorPort ? { inspectorPort } : {}) });
   const { url, workerd } = gateway;
@@ -62,17 +77,19 @@ export async function startSluice(opts: SluiceOptions): Promise<RunningTarget> {
       gateway: url,
       hotkeyFile: "hotkey.json",
       gpus: [],
-      chutes: [{ chute: opts.chute.name, engine: opts.engine }],
+      chutes: served.map((c) => ({ chute: c.chute.name, engine: c.engine })),
     }));
     const nodeFlags = opts.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${opts.cpuProfDir}`] : [];
     agent = new ManagedChild("sluice-miner", process.execPath, [...nodeFlags, AGENT_BIN, "run", "--config", configPath], { cwd: ROOT });
     await agent.waitFor(/"event":"gateway\.connected"/, 60_000);
-    await waitForInstances(gateway, seed.apiKey, opts.chute.id, 1, 15_000);
+    for (const c of served) await waitForInstances(gateway, seed.apiKey, c.chute.id, 1, 15_000);
 
-    const endpoint = { baseURL: `${url}/v1`, headers: { authorization: `Bearer ${seed.apiKey}` }, model: opts.chute.name };
+    const endpoint = (chute: SeedChute) => ({ baseURL: `${url}/v1`, headers: { authorization: `Bearer ${seed.apiKey}` }, model: chute.name });
+    const { paced } = opts;
     const agentPid = agent.pid;
     return {
-      client: (n, timeoutMs) => new HttpLoadClient(endpoint, n, timeoutMs),
+      client: (n, timeoutMs) => new HttpLoadClient(endpoint(opts.chute), n, timeoutMs),
+      ...(paced ? { pacedClient: (n: number, timeoutMs: number) => new HttpLoadClient(endpoint(paced.chute), n, timeoutMs) } : {}),
       gatewayPids: () => workerd,
       // Miniflare's own service isolates (its entry router, cache, loopback) are left out; D1's is kept.
       ...(inspectorPort ? { profiler: new WorkerdProfiler(inspectorPort, (id) => !id.startsWith("core:user") && !id.startsWith("d1:") && id !== "core:entry") } : {}),

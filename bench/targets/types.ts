@@ -13,6 +13,11 @@ export interface LoadClient {
 export interface RunningTarget {
   /** A client with a pool of `connections` connections (one per concurrent request); no request outlives `timeoutMs`. */
   client(connections: number, timeoutMs: number): LoadClient;
+  /**
+   * The same, through the same path in front of the paced upstream (the paced phase); absent when
+   * the row does not take part in that phase.
+   */
+  pacedClient?(connections: number, timeoutMs: number): LoadClient;
   /** The gateway's processes, whose memory is the row's "gateway RSS" (none for direct rows). */
   gatewayPids(): number[];
   /** The process hosting the engine (Sluice's agent; the bench itself for the in-process engine), whose CPU is reported apart. */

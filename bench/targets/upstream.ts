@@ -15,9 +15,14 @@ export interface Upstream {
 
 const SERVER = fileURLToPath(new URL("./upstream-server.ts", import.meta.url));
 
-/** Starts the synthetic upstream shared by the direct, nginx, Portkey and Sluice rows. */
-export async function startUpstream(): Promise<Upstream> {
-  const child = new ManagedChild("synthetic upstream", process.execPath, ["--import", "tsx", SERVER], { cwd: ROOT });
+/**
+ * Starts a synthetic upstream shared by the direct, nginx, Portkey and Sluice rows: with no delays
+ * (the default), or pacing each stream's tokens `delayPerTokenMs` apart (the paced phase).
+ */
+export async function startUpstream(opts: { delayPerTokenMs?: number } = {}): Promise<Upstream> {
+  const paced = opts.delayPerTokenMs ? [`--delay-per-token-ms=${opts.delayPerTokenMs}`] : [];
+  const name = paced.length > 0 ? "paced synthetic upstream" : "synthetic upstream";
+  const child = new ManagedChild(name, process.execPath, ["--import", "tsx", SERVER, ...paced], { cwd: ROOT });
   const m = await child.waitFor(/UPSTREAM_URL=(\S+)/, 30_000).catch(async (err: unknown) => {
     await child.stop();
     throw err;
