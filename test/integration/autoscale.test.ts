@@ -115,8 +115,9 @@ describe("autoscaling with deploy offers", () => {
 
     const answer = await chat(3);
     expect(answer).toEqual({ status: 200, text: "tok0 tok1 tok2" });
-    const row = await gw.db.prepare("SELECT miner_id, instance_id FROM invocations WHERE outcome = 'ok'").first<{ miner_id: string; instance_id: string }>();
-    expect(row).toEqual({ miner_id: big.logs.find((l) => l.event === "agent.starting")!.hotkey, instance_id: accepted[0]!.instanceId });
+    // Rows are written in batches, shortly after the response.
+    const row = () => gw.db.prepare("SELECT miner_id, instance_id FROM invocations WHERE outcome = 'ok'").first<{ miner_id: string; instance_id: string }>();
+    await expect.poll(row).toEqual({ miner_id: big.logs.find((l) => l.event === "agent.starting")!.hotkey, instance_id: accepted[0]!.instanceId });
   });
 
   it("scales up under load (to the chute's maximum), and down when idle, one instance at a time", async () => {

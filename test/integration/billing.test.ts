@@ -364,22 +364,23 @@ describe("metering on the real path", () => {
     expect(unauth.status).toBe(401);
     const devLedger = await ledgerOf(p.gw, "acct-dev");
     await expect.poll(async () => (await devLedger.summary("acct-dev")).holds).toBe(0);
-    const res = await fetch(`${p.gw.baseURL}/miners/${miner.id}/earnings`, { headers: signedHeaders(miner) });
-    expect(res.status).toBe(200);
-    const body = (await res.json()) as { invocations: number; charged_nano: number; earnings_nano: number; days: { day: string }[] };
-    const rows = await invocations(p.gw);
-    const served = rows.filter((r) => r.miner_id === miner.id);
-    expect(body.invocations).toBe(served.length);
-    expect(body.charged_nano).toBe(rows.reduce((s, r) => s + r.cost_nano, 0));
-    expect(body.earnings_nano).toBe(rows.reduce((s, r) => s + minerShareNano(r.cost_nano, 8000), 0));
-    expect(body.days.map((d) => d.day)).toEqual([new Date().toISOString().slice(0, 10)]);
-    // What the accounts lost is exactly what was charged for the invocations served.
+    // What the accounts lost is exactly what was charged for the invocations served (their rows
+    // are written in batches, shortly after each settle: wait for them).
     let lost = 0;
     for (const acct of ["acct-dev", "acct-poor", "acct-fifty", "acct-busy", "acct-serial"]) {
       const credits = await p.gw.db.prepare("SELECT sum(amount_nano) AS s FROM credits WHERE account_id = ?").bind(acct).first<{ s: number }>();
       lost += credits!.s - (await (await ledgerOf(p.gw, acct)).summary(acct)).balanceNano;
     }
-    expect(lost).toBe(served.reduce((s, r) => s + r.cost_nano, 0));
+    const servedBy = async () => (await invocations(p.gw)).filter((r) => r.miner_id === miner.id);
+    await expect.poll(async () => (await servedBy()).reduce((s, r) => s + r.cost_nano, 0)).toBe(lost);
+    const res = await fetch(`${p.gw.baseURL}/miners/${miner.id}/earnings`, { headers: signedHeaders(miner) });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { invocations: number; charged_nano: number; earnings_nano: number; days: { day: string }[] };
+    const served = await servedBy();
+    expect(body.invocations).toBe(served.length);
+    expect(body.charged_nano).toBe(lost);
+    expect(body.earnings_nano).toBe(served.reduce((s, r) => s + minerShareNano(r.cost_nano, 8000), 0));
+    expect(body.days.map((d) => d.day)).toEqual([new Date().toISOString().slice(0, 10)]);
   });
 });
 

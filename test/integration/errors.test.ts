@@ -110,8 +110,9 @@ describe("errors", () => {
   });
 
   it("records failed invocations in D1", async () => {
-    const row = await gw.db.prepare("SELECT outcome, error_code FROM invocations WHERE error_code = 'no_capacity'").first();
-    expect(row).toMatchObject({ outcome: "error", error_code: "no_capacity" });
+    // Rows are written in batches, shortly after the response.
+    const row = () => gw.db.prepare("SELECT outcome, error_code FROM invocations WHERE error_code = 'no_capacity'").first();
+    await expect.poll(row).toMatchObject({ outcome: "error", error_code: "no_capacity" });
     // ...and emits one canonical log line for it.
     expect(gw.logs.filter((l) => l.event === "invocation" && l.errorCode === "no_capacity")).toHaveLength(1);
   });
