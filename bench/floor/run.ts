@@ -9,8 +9,9 @@ import { join } from "node:path";
 import { Miniflare } from "miniflare";
 import { ROOT } from "../../test/support/paths.ts";
 import { HttpLoadClient, type ChatBody } from "../load/http-client.ts";
-import { combineLoads, runLoad, type LoadResult } from "../load/runner.ts";
-import { commandName, descendants, totalCpuMs } from "../proc.ts";
+import type { LoadResult } from "../load/runner.ts";
+import { measureTurns, type TurnRow, type TurnTarget } from "../load/turns.ts";
+import { commandName, descendants } from "../proc.ts";
 import type { Phase } from "../profile.ts";
 import { ManagedChild } from "../targets/child.ts";
 import { startSluice, SYNTHETIC_CHUTE } from "../targets/sluice.ts";
@@ -38,15 +39,6 @@ export interface FloorResult {
   sluice: FloorRow;
 }
 
-interface Target {
-  label: string;
-  client(connections: number): LoadClient;
-  workerd: number[];
-  agent: number[];
-  slices: LoadResult[];
-  workerdMs: number;
-  agentMs: number;
-}
 
 /** Bundles the harness Worker (bench/floor/worker.ts) as `wrangler deploy` would. */
 function buildHarness(): void {
@@ -91,43 +83,27 @@ export async function runFloorBench(options: FloorOptions): Promise<FloorResult>
     closers.unshift(() => agent.stop());
     await agent.waitFor(/FLOOR_AGENT_READY/, 30_000);
 
-    const target = (label: string, client: Target["client"], workerd: number[], agentPids: number[]): Target => ({
-      label,
-      client,
-      workerd,
-      agent: agentPids,
-      slices: [],
-      workerdMs: 0,
-      agentMs: 0,
-    });
-    const targets = [
-      target("floor: the same hops, no work (bench/floor)", (n) => new HttpLoadClient({ baseURL: `${url}/v1`, headers: {}, model: "synthetic" }, n, 30_000), floorWorkerd, [agent.pid]),
-      target("Sluice full path (openai-upstream)", (n) => sluice.client(n, 30_000), sluice.gatewayPids(), sluice.agentPids?.() ?? []),
-    ] as const;
     const { small, turns } = options;
     const body = (i: number): ChatBody => ({ max_tokens: small.maxTokens, stream: false, seed: i, temperature: 0.7 });
-    const load = { concurrency: small.concurrency, maxRequests: Math.ceil(small.maxRequests / turns) };
-    for (let turn = 0; turn < turns; turn++) {
-      for (const t of turn % 2 === 0 ? targets : [...targets].reverse()) {
-        const client = t.client(small.concurrency);
-        try {
-          if (turn === 0 && small.warmupMs > 0) await runLoad({ ...load, durationMs: small.warmupMs }, (i) => client.complete(body(i)));
-          const workerdBefore = totalCpuMs(t.workerd);
-          const agentBefore = totalCpuMs(t.agent);
-          t.slices.push(await runLoad({ ...load, durationMs: small.durationMs / turns }, (i) => client.complete(body(i))));
-          t.workerdMs += totalCpuMs(t.workerd) - workerdBefore;
-          t.agentMs += totalCpuMs(t.agent) - agentBefore;
-        } finally {
-          client.close();
-        }
-      }
-    }
-    const row = (t: Target): FloorRow => {
-      const combined = combineLoads(t.slices);
-      const n = Math.max(1, combined.requests);
-      return { label: t.label, load: combined, workerdCpuMsPerRequest: t.workerdMs / n, agentCpuMsPerRequest: t.agentMs / n };
-    };
-    return { options, floor: row(targets[0]), sluice: row(targets[1]) };
+    const target = (label: string, client: (n: number) => LoadClient, gateway: number[], engine: number[]): TurnTarget => ({
+      label,
+      connect: () => {
+        const c = client(small.concurrency);
+        return { task: (i) => c.complete(body(i)), close: () => c.close() };
+      },
+      gateway,
+      engine,
+    });
+    const [floor, full] = await measureTurns(
+      [
+        target("floor: the same hops, no work (bench/floor)", (n) => new HttpLoadClient({ baseURL: `${url}/v1`, headers: {}, model: "synthetic" }, n, 30_000), floorWorkerd, [agent.pid]),
+        target("Sluice full path (openai-upstream)", (n) => sluice.client(n, 30_000), sluice.gatewayPids(), sluice.agentPids?.() ?? []),
+      ],
+      { concurrency: small.concurrency, durationMs: small.durationMs, maxRequests: small.maxRequests, warmupMs: small.warmupMs },
+      turns,
+    );
+    const row = (r: TurnRow): FloorRow => ({ label: r.label, load: r.load, workerdCpuMsPerRequest: r.gatewayCpuMsPerRequest, agentCpuMsPerRequest: r.engineCpuMsPerRequest });
+    return { options, floor: row(floor!), sluice: row(full!) };
   } finally {
     for (const close of closers) await close().catch(() => undefined);
   }

@@ -54,12 +54,12 @@ export interface BenchGateway {
  * production does not have (it cost about 0.6 ms of CPU per request here), is bypassed. With D1 and Durable Object storage on disk as the tests and `npm start` run it, D1
  * migrated and seeded with `seed`, and the bench's raised rate limits.
  */
-export async function startBenchGateway(opts: { seed: Seed; inspectorPort?: number }): Promise<BenchGateway> {
+export async function startBenchGateway(opts: { seed: Seed; inspectorPort?: number; scriptPath?: string }): Promise<BenchGateway> {
   const dir = await mkdtemp(join(tmpdir(), "sluice-bench-gw-"));
   const unusual = new UnusualLines();
   const mf = new Miniflare({
     ...(opts.inspectorPort ? { inspectorPort: opts.inspectorPort } : {}),
-    ...gatewayWorkerOptions({ ...TEST_SECRETS, ...BENCH_VARS }),
+    ...gatewayWorkerOptions({ ...TEST_SECRETS, ...BENCH_VARS }, opts.scriptPath),
     unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
     // The gateway logs a line per request: only warnings, errors and non-JSON lines are kept.
     handleRuntimeStdio(stdout, stderr) {

@@ -22,6 +22,8 @@ export interface SluiceOptions extends ServedChute {
   paced?: ServedChute;
   /** Credit of the benchmark account, in USD (enough for the whole run). */
   creditUsd: number;
+  /** The gateway bundle to run (default: the working tree's build, .build/worker). */
+  workerBundle?: string;
   /**
    * Profile (`--cpu-prof`): open workerd's inspector for the gateway's isolates, and run the agent
    * with Node's `--cpu-prof` writing into this directory.
@@ -59,7 +61,7 @@ export async function startSluice(opts: SluiceOptions): Promise<RunningTarget> {
   const served: ServedChute[] = [opts, ...(opts.paced ? [opts.paced] : [])];
   const seed = makeSeed({ chutes: served.map((c) => c.chute), creditUsd: opts.creditUsd });
   const inspectorPort = opts.cpuProfDir ? await freePort() : undefined;
-  const gateway = await startBenchGateway({ seed, ...(inspectorPort ? { inspectorPort } : {}) });
+  const gateway = await startBenchGateway({ seed, ...(inspectorPort ? { inspectorPort } : {}), ...(opts.workerBundle ? { scriptPath: opts.workerBundle } : {}) });
   const { url, workerd } = gateway;
   let agent: ManagedChild | undefined;
   const close = async (): Promise<void> => {

@@ -63,15 +63,15 @@ export const TEST_SECRETS = {
 /**
  * Miniflare options for the wrangler-built gateway bundle on 127.0.0.1 (a free port), with the
  * compatibility settings, vars and Durable Objects exactly as wrangler.jsonc declares them, plus
- * `bindings` on top. Shared by the tests and the bench.
+ * `bindings` on top. Shared by the tests and the bench (whose A/B runs pass another build as `scriptPath`).
  */
-export function gatewayWorkerOptions(bindings: Record<string, string>) {
+export function gatewayWorkerOptions(bindings: Record<string, string>, scriptPath = WORKER_BUNDLE) {
   const { workerOptions: fromConfig } = unstable_getMiniflareWorkerOptions(`${ROOT}/wrangler.jsonc`);
   return {
     host: "127.0.0.1",
     port: 0,
     modules: true,
-    scriptPath: WORKER_BUNDLE,
+    scriptPath,
     compatibilityDate: fromConfig.compatibilityDate,
     compatibilityFlags: fromConfig.compatibilityFlags,
     durableObjects: fromConfig.durableObjects,

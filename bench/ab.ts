@@ -1,0 +1,22 @@
+/**
+ * `npm run bench:ab -- [REV] [--phase=small|paced]`: the gateway as built from the working tree
+ * beside the same gateway built from git revision REV (default HEAD), each with its own agent,
+ * against one synthetic upstream, measured in turns (A B, B A, ...). Comparing two builds in one
+ * run, a change's effect shows apart from the machine's drift in speed: the same code twice
+ * measures within about 1% here, where two runs of `npm run bench` an hour apart differ by tens
+ * of percent.
+ *
+ *   AB_BENCH_SLICE_MS (default 3000) and AB_BENCH_TURNS (default 6) size the load.
+ */
+import { parseArgs } from "node:util";
+import { renderAb, runAb, type AbPhase } from "./ab/run.ts";
+import { PROFILES } from "./profile.ts";
+
+const { values, positionals } = parseArgs({ allowPositionals: true, options: { phase: { type: "string", default: "small" } } });
+const phase = values.phase as AbPhase;
+if (phase !== "small" && phase !== "paced") throw new Error(`--phase is small or paced, not ${values.phase}`);
+const sliceMs = Number(process.env.AB_BENCH_SLICE_MS ?? 3_000);
+const turns = Number(process.env.AB_BENCH_TURNS ?? 6);
+const p = PROFILES.default[phase];
+const result = await runAb({ base: positionals[0] ?? "HEAD", phase, load: { ...p, durationMs: sliceMs * turns, warmupMs: Math.min(p.warmupMs, 1_000) }, turns });
+console.log(`\n${renderAb(result)}`);
