@@ -30,4 +30,21 @@ describe("gateway app", () => {
     expect(pre.status).toBe(204);
     expect(pre.headers.get("access-control-allow-origin")).toBe("*");
   });
+
+  it("every response carries the CORS headers and its request id: the client's when usable, else a new one", async () => {
+    const own = await app.request("/v1/chat/completions", { method: "POST", body: "{}", headers: { "x-request-id": "client-trace_01=" } }, env);
+    expect(own.status).toBe(401);
+    expect(own.headers.get("x-request-id")).toBe("client-trace_01=");
+    expect(own.headers.get("access-control-allow-origin")).toBe("*");
+    expect(own.headers.get("access-control-expose-headers")?.split(",")).toEqual(expect.arrayContaining(["x-request-id", "retry-after", "x-ratelimit-remaining-tokens"]));
+    for (const bad of ["has space", "x".repeat(256)]) {
+      const res = await app.request("/v2/x", { headers: { "x-request-id": bad } }, env);
+      expect(res.status).toBe(404);
+      expect(res.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+    }
+    const health = await app.request("/health", {}, env);
+    expect(await health.json()).toEqual({ ok: true });
+    expect(health.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+    expect(health.headers.get("access-control-allow-origin")).toBeNull();
+  });
 });

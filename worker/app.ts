@@ -1,10 +1,9 @@
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { cors } from "hono/cors";
-import { requestId } from "hono/request-id";
 import type { AppEnv } from "./env.ts";
 import { numberVar } from "./env.ts";
 import { ApiError, handleError } from "./errors.ts";
+import { openCors, requestId } from "./middleware/response-headers/index.ts";
 import { accountRoutes } from "./routes/account.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { chuteRoutes } from "./routes/chutes.ts";
@@ -19,17 +18,14 @@ const DEFAULT_MAX_BODY_BYTES = 1 << 20;
 
 export const app = new Hono<AppEnv>();
 
-app.use(requestId({ headerName: "x-request-id" }));
+app.use(requestId());
 // Kept before anything replaces c.req.raw (body-limit rebuilds the Request, and a rebuilt
 // Request's signal does not follow the client's connection).
 app.use(async (c, next) => {
   c.set("clientGone", c.req.raw.signal);
   await next();
 });
-const EXPOSED_HEADERS = ["x-request-id", "retry-after"].concat(
-  ...["requests", "tokens"].map((k) => [`x-ratelimit-limit-${k}`, `x-ratelimit-remaining-${k}`, `x-ratelimit-reset-${k}`]),
-);
-app.use("/v1/*", cors({ origin: "*", exposeHeaders: EXPOSED_HEADERS, maxAge: 86400 }));
+app.use("/v1/*", openCors({ maxAge: 86400 }));
 app.use("/v1/*", (c, next) =>
   bodyLimit({
     maxSize: numberVar(c.env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES),

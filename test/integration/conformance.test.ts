@@ -49,6 +49,22 @@ async function badRequest(body: object, path = "/chat/completions") {
 }
 
 describe("chat request fields", () => {
+  it("a completion, streamed or not, answers with its request id and the CORS headers a browser needs, each once", async () => {
+    for (const stream of [false, true]) {
+      const res = await post("/chat/completions", { model, messages: [{ role: "user", content: "hi" }], max_tokens: 2, stream });
+      expect(res.status).toBe(200);
+      await res.text();
+      expect(res.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+      expect(res.headers.get("access-control-allow-origin")).toBe("*");
+      // A header set twice would read as "a, a".
+      expect(res.headers.get("access-control-expose-headers")?.split(",")).toEqual([
+        "x-request-id", "retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens",
+      ]);
+      expect(res.headers.get("x-ratelimit-remaining-requests")).toMatch(/^\d+$/);
+    }
+  });
+
   it("top_k=1 and min_p=1 keep only the most likely token: the text equals greedy even at temperature 2", async () => {
     const greedy = textOf(await chat());
     expect(textOf(await chat({ temperature: 2, seed: 11, top_k: 1 }))).toBe(greedy);

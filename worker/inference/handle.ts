@@ -4,6 +4,7 @@ import { findChute } from "../catalog/index.ts";
 import type { AppEnv } from "../env.ts";
 import { numberVar } from "../env.ts";
 import { ApiError } from "../errors.ts";
+import { CORS_HEADERS } from "../middleware/response-headers/index.ts";
 import { within } from "../runtime/within.ts";
 import { readJson } from "../http/json.ts";
 import { newResponseId, type Endpoint, type ResponseMeta } from "../openai/format.ts";
@@ -127,7 +128,7 @@ export async function handleInference(c: Context<AppEnv>, endpoint: Endpoint): P
     };
     return { meta, job, startedAt, headers, onEnd, billedPrompt, clientGone: c.get("clientGone"), choices, echo: request.echo, keepAliveMs };
   };
-  const headers = { "x-request-id": c.get("requestId"), ...meter.rateHeaders };
+  const headers = { "x-request-id": c.get("requestId"), ...CORS_HEADERS, ...meter.rateHeaders };
   const keepAliveMs = numberVar(c.env.SSE_KEEPALIVE_MS, DEFAULT_SSE_KEEPALIVE_MS);
 
   if (request.stream) {
