@@ -2,11 +2,12 @@
  * `npm run bench:ab -- [REV] [--phase=small|paced]`: the gateway as built from the working tree
  * beside the same gateway built from git revision REV (default HEAD), each with its own agent,
  * against one synthetic upstream, measured in turns (A B, B A, ...). Comparing two builds in one
- * run, a change's effect shows apart from the machine's drift in speed: the same code twice
- * measures within about 1% here, where two runs of `npm run bench` an hour apart differ by tens
- * of percent.
+ * run, a change's effect shows apart from the machine's drift in speed: the same code twice read
+ * 0.4% and 1.2% apart in workerd CPU per request here (1% and 4.5% in requests/s), where two runs
+ * of `npm run bench` an hour apart differ by tens of percent. An effect of a few percent still
+ * wants a second run.
  *
- *   AB_BENCH_SLICE_MS (default 3000) and AB_BENCH_TURNS (default 6) size the load.
+ *   AB_BENCH_SLICE_MS (default 3000) and AB_BENCH_TURNS (default 8) size the load.
  */
 import { parseArgs } from "node:util";
 import { renderAb, runAb, type AbPhase } from "./ab/run.ts";
@@ -16,7 +17,7 @@ const { values, positionals } = parseArgs({ allowPositionals: true, options: { p
 const phase = values.phase as AbPhase;
 if (phase !== "small" && phase !== "paced") throw new Error(`--phase is small or paced, not ${values.phase}`);
 const sliceMs = Number(process.env.AB_BENCH_SLICE_MS ?? 3_000);
-const turns = Number(process.env.AB_BENCH_TURNS ?? 6);
+const turns = Number(process.env.AB_BENCH_TURNS ?? 8);
 const p = PROFILES.default[phase];
 const result = await runAb({ base: positionals[0] ?? "HEAD", phase, load: { ...p, durationMs: sliceMs * turns, warmupMs: Math.min(p.warmupMs, 1_000) }, turns });
 console.log(`\n${renderAb(result)}`);
