@@ -4,8 +4,8 @@
  * against one synthetic upstream, measured in turns (A B, B A, ...). Comparing two builds in one
  * run, a change's effect shows apart from the machine's drift in speed: the same code twice read
  * 0.4% and 1.2% apart in workerd CPU per request here (1% and 4.5% in requests/s), where two runs
- * of `npm run bench` an hour apart differ by tens of percent. An effect of a few percent still
- * wants a second run.
+ * of `npm run bench` an hour apart differ by tens of percent. But two single runs read -9% and
+ * -6% for changes whose repeats read -2% and +1%: believe an effect only when a second run agrees.
  *
  *   AB_BENCH_SLICE_MS (default 3000) and AB_BENCH_TURNS (default 8) size the load.
  */
