@@ -184,7 +184,7 @@ function failure(ev: Extract<JobEvent, { type: "error" }> | null): { code: keyof
  * When the client goes away: stop the engine and end the job as cancelled, billed for what was
  * delivered (streams) or for nothing (a complete body that was never sent). Returns the trigger,
  * and `detach` for when the job is over: a listener left on the request's signal cost workerd
- * about 8% of its CPU per small request (`npm run bench:ab`).
+ * about 13% of its CPU per small request (`npm run bench:ab`, twice).
  */
 function onClientGone(opts: RelayOptions, tally: Tally, billed: boolean): { cancel: () => void; detach: () => void } {
   const cancel = () => {
