@@ -1,5 +1,5 @@
 /**
- * `npm run bench:ab -- [REV] [--phase=small|paced]`: the gateway as built from the working tree
+ * `npm run bench:ab -- [REV] [--phase=small|stream|paced]`: the gateway as built from the working tree
  * beside the same gateway built from git revision REV (default HEAD), each with its own agent,
  * against one synthetic upstream, measured in turns (A B, B A, ...). Comparing two builds in one
  * run, a change's effect shows apart from the machine's drift in speed: the same code twice read
@@ -15,7 +15,7 @@ import { PROFILES } from "./profile.ts";
 
 const { values, positionals } = parseArgs({ allowPositionals: true, options: { phase: { type: "string", default: "small" } } });
 const phase = values.phase as AbPhase;
-if (phase !== "small" && phase !== "paced") throw new Error(`--phase is small or paced, not ${values.phase}`);
+if (phase !== "small" && phase !== "stream" && phase !== "paced") throw new Error(`--phase is small, stream or paced, not ${values.phase}`);
 const sliceMs = Number(process.env.AB_BENCH_SLICE_MS ?? 3_000);
 const turns = Number(process.env.AB_BENCH_TURNS ?? 8);
 const p = PROFILES.default[phase];

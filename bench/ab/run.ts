@@ -15,7 +15,8 @@ import { PACED_CHUTE, startSluice, syntheticEngine, SYNTHETIC_CHUTE } from "../t
 import type { RunningTarget } from "../targets/types.ts";
 import { startUpstream } from "../targets/upstream.ts";
 
-export type AbPhase = "small" | "paced";
+/** small: non-streaming requests; stream: 256-token streams from the instant upstream; paced: from the paced one. */
+export type AbPhase = "small" | "stream" | "paced";
 
 export interface AbOptions {
   /** The git revision the working tree is compared with. */
@@ -70,7 +71,7 @@ export async function runAb(options: AbOptions): Promise<AbResult> {
       closers.unshift(() => t.close());
       return t;
     };
-    const stream = options.phase === "paced";
+    const stream = options.phase !== "small";
     const body = (i: number): ChatBody => ({ max_tokens: options.load.maxTokens, stream, seed: i, temperature: 0.7 });
     const target = (label: string, t: RunningTarget): TurnTarget => ({
       label,
@@ -97,7 +98,11 @@ const pct = (b: number, a: number): string => (a > 0 && Number.isFinite(b) ? `${
 
 export function renderAb(r: AbResult): string {
   const { load, turns, phase } = r.options;
-  const what = phase === "paced" ? `256-token streams from an upstream pacing tokens ${PACED_TOKEN_MS} ms apart` : `small non-streaming requests (max_tokens ${load.maxTokens})`;
+  const what = {
+    small: `small non-streaming requests (max_tokens ${load.maxTokens})`,
+    stream: `${load.maxTokens}-token streams from an upstream that writes them at once`,
+    paced: `${load.maxTokens}-token streams from an upstream pacing tokens ${PACED_TOKEN_MS} ms apart`,
+  }[phase];
   const lines = [
     `${what}, concurrency ${load.concurrency}, ${turns} slices of ${load.durationMs / turns / 1000} s per gateway, in turns (the same agent code for both):`,
     "",
@@ -115,7 +120,7 @@ export function renderAb(r: AbResult): string {
   lines.push(
     "",
     `change vs base: req/s ${pct(b.load.rps, a.load.rps)}, workerd CPU per request ${pct(b.gatewayCpuMsPerRequest, a.gatewayCpuMsPerRequest)}, ` +
-      `p50 ${pct(b.load.latencyP50, a.load.latencyP50)}${phase === "paced" ? `, TTFT p50 ${pct(b.load.ttftP50, a.load.ttftP50)}` : ""}.`,
+      `p50 ${pct(b.load.latencyP50, a.load.latencyP50)}${phase === "small" ? "" : `, TTFT p50 ${pct(b.load.ttftP50, a.load.ttftP50)}, tokens/s ${pct(b.load.tokensPerSec, a.load.tokensPerSec)}`}.`,
   );
   return lines.join("\n");
 }
