@@ -1,7 +1,7 @@
 /**
- * `npm run bench:ab -- [REV] [--phase=small|stream|paced]`: the gateway as built from the working tree
- * beside the same gateway built from git revision REV (default HEAD), each with its own agent,
- * against one synthetic upstream, measured in turns (A B, B A, ...). Comparing two builds in one
+ * `npm run bench:ab -- [REV] [--phase=small|stream|paced]`: the gateway and agent of the working
+ * tree beside those of git revision REV (default HEAD), against one synthetic upstream, measured
+ * in turns (A B, B A, ...). Comparing two builds in one
  * run, a change's effect shows apart from the machine's drift in speed: the same code twice read
  * 0.4% and 1.2% apart in workerd CPU per request here (1% and 4.5% in requests/s), where two runs
  * of `npm run bench` an hour apart differ by tens of percent. But two single runs read -9% and

@@ -1,13 +1,12 @@
 /**
- * The A/B measurement behind `npm run bench:ab` (see bench/ab.ts): the gateway built from a git
- * revision beside the working tree's, each with its own agent, against one synthetic upstream,
- * measured in turns.
+ * The A/B measurement behind `npm run bench:ab` (see bench/ab.ts): the gateway and agent at a git
+ * revision beside the working tree's, against one synthetic upstream, measured in turns.
  */
 import { execFileSync } from "node:child_process";
 import { copyFile, mkdir, mkdtemp, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { ROOT, WORKER_BUNDLE } from "../../test/support/paths.ts";
+import { dirname, join, relative } from "node:path";
+import { AGENT_BIN, ROOT, WORKER_BUNDLE } from "../../test/support/paths.ts";
 import type { ChatBody } from "../load/http-client.ts";
 import { measureTurns, type TurnRow, type TurnTarget } from "../load/turns.ts";
 import { PACED_TOKEN_MS, type Phase } from "../profile.ts";
@@ -37,21 +36,24 @@ export interface AbResult {
 const git = (args: string[], cwd = ROOT): string => execFileSync("git", args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }).trim();
 
 /**
- * Bundles the gateway at `rev` as `wrangler deploy` would (in a scratch worktree sharing
- * node_modules) into .build/ab-base (workerd takes modules from within the project's directory only).
+ * Checks `rev` out in a scratch worktree sharing node_modules (its agent runs from there), and
+ * bundles its gateway as `wrangler deploy` would into .build/ab-base (workerd takes modules from
+ * within the project's directory only). `remove` takes the worktree away.
  */
-async function buildAt(rev: string, dir: string): Promise<string> {
+async function checkOut(rev: string, dir: string): Promise<{ bundle: string; agentBin: string; remove: () => Promise<void> }> {
   const tree = join(dir, "tree");
   git(["worktree", "add", "--detach", "--force", tree, rev]);
+  const remove = async () => void git(["worktree", "remove", "--force", tree]);
   try {
     await symlink(join(ROOT, "node_modules"), join(tree, "node_modules"), "dir");
     execFileSync(process.execPath, [join(tree, "scripts/build-worker.mjs")], { cwd: tree, stdio: ["ignore", "ignore", "inherit"] });
-    const out = join(ROOT, ".build/ab-base/index.js");
-    await mkdir(dirname(out), { recursive: true });
-    await copyFile(join(tree, ".build/worker/index.js"), out);
-    return out;
-  } finally {
-    git(["worktree", "remove", "--force", tree]);
+    const bundle = join(ROOT, ".build/ab-base/index.js");
+    await mkdir(dirname(bundle), { recursive: true });
+    await copyFile(join(tree, ".build/worker/index.js"), bundle);
+    return { bundle, agentBin: join(tree, relative(ROOT, AGENT_BIN)), remove };
+  } catch (err) {
+    await remove();
+    throw err;
   }
 }
 
@@ -61,13 +63,14 @@ export async function runAb(options: AbOptions): Promise<AbResult> {
   const dir = await mkdtemp(join(tmpdir(), "sluice-ab-"));
   const closers: (() => Promise<unknown>)[] = [() => rm(dir, { recursive: true, force: true })];
   try {
-    const baseBundle = await buildAt(baseCommit, dir);
+    const checkout = await checkOut(baseCommit, dir);
+    closers.unshift(checkout.remove);
     execFileSync(process.execPath, [join(ROOT, "scripts/build-worker.mjs")], { cwd: ROOT, stdio: ["ignore", "ignore", "inherit"] });
     const upstream = await startUpstream(options.phase === "paced" ? { delayPerTokenMs: PACED_TOKEN_MS } : {});
     closers.unshift(() => upstream.close());
     const chute = options.phase === "paced" ? PACED_CHUTE : SYNTHETIC_CHUTE;
-    const start = async (workerBundle: string): Promise<RunningTarget> => {
-      const t = await startSluice({ chute, engine: syntheticEngine(upstream.url), creditUsd: 100_000, workerBundle });
+    const start = async (workerBundle: string, agentBin: string): Promise<RunningTarget> => {
+      const t = await startSluice({ chute, engine: syntheticEngine(upstream.url), creditUsd: 100_000, workerBundle, agentBin });
       closers.unshift(() => t.close());
       return t;
     };
@@ -83,7 +86,7 @@ export async function runAb(options: AbOptions): Promise<AbResult> {
       engine: t.agentPids?.() ?? [],
     });
     const [base, change] = await measureTurns(
-      [target(`base (${options.base} = ${baseCommit.slice(0, 9)})`, await start(baseBundle)), target("change (working tree)", await start(WORKER_BUNDLE))],
+      [target(`base (${options.base} = ${baseCommit.slice(0, 9)})`, await start(checkout.bundle, checkout.agentBin)), target("change (working tree)", await start(WORKER_BUNDLE, AGENT_BIN))],
       options.load,
       options.turns,
     );
@@ -104,7 +107,7 @@ export function renderAb(r: AbResult): string {
     paced: `${load.maxTokens}-token streams from an upstream pacing tokens ${PACED_TOKEN_MS} ms apart`,
   }[phase];
   const lines = [
-    `${what}, concurrency ${load.concurrency}, ${turns} slices of ${load.durationMs / turns / 1000} s per gateway, in turns (the same agent code for both):`,
+    `${what}, concurrency ${load.concurrency}, ${turns} slices of ${load.durationMs / turns / 1000} s per gateway, in turns (each with its agent at its own revision):`,
     "",
     "| gateway | req/s | p50 ms | p99 ms | TTFT p50 ms | TTFT p99 ms | errors | workerd CPU ms/request | agent CPU ms/request |",
     "| ------- | ----: | -----: | -----: | ----------: | ----------: | -----: | ---------------------: | -------------------: |",

@@ -24,6 +24,8 @@ export interface SluiceOptions extends ServedChute {
   creditUsd: number;
   /** The gateway bundle to run (default: the working tree's build, .build/worker). */
   workerBundle?: string;
+  /** The agent to run (default: the working tree's, miner-agent/bin/sluice-miner.mjs). */
+  agentBin?: string;
   /**
    * Profile (`--cpu-prof`): open workerd's inspector for the gateway's isolates, and run the agent
    * with Node's `--cpu-prof` writing into this directory.
@@ -82,7 +84,7 @@ export async function startSluice(opts: SluiceOptions): Promise<RunningTarget> {
       chutes: served.map((c) => ({ chute: c.chute.name, engine: c.engine })),
     }));
     const nodeFlags = opts.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${opts.cpuProfDir}`] : [];
-    agent = new ManagedChild("sluice-miner", process.execPath, [...nodeFlags, AGENT_BIN, "run", "--config", configPath], { cwd: ROOT });
+    agent = new ManagedChild("sluice-miner", process.execPath, [...nodeFlags, opts.agentBin ?? AGENT_BIN, "run", "--config", configPath], { cwd: ROOT });
     await agent.waitFor(/"event":"gateway\.connected"/, 60_000);
     for (const c of served) await waitForInstances(gateway, seed.apiKey, c.chute.id, 1, 15_000);
 
