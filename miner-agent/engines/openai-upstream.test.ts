@@ -296,6 +296,33 @@ describe("openai-upstream engine: tools, logprobs, response_format, embeddings",
     }
   });
 
+  it("takes a chunk's finish, and refuses what the schemas refuse, however plain the chunk looks", async () => {
+    const answers = [
+      [{ choices: [{ delta: { content: "a" }, finish_reason: null }] }, { choices: [{ delta: { content: "b" }, finish_reason: "length" }] }],
+      [{ choices: [{ delta: { content: 5 }, finish_reason: null }] }],
+      [{ choices: [{ text: "a", finish_reason: null }] }],
+      [{ choices: [{ delta: "a", finish_reason: null }] }],
+    ];
+    let next = 0;
+    const server = await fixedServer((_req, _body, res) => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.end(sse(answers[next++]!));
+    });
+    try {
+      const e = createOpenAIUpstreamEngine({ kind: "openai-upstream", baseURL: server.url, model: "m1", parallel: 1 });
+      const ok = run(e, chat);
+      expect(await ok.result).toMatchObject({ finishReason: "length", completionTokens: 2 });
+      expect(ok.deltas).toEqual([["a", 1], ["b", 1]]);
+      for (let i = 1; i < answers.length; i++) {
+        const bad = run(e, chat);
+        expect((await engineError(bad.result)).message).toMatch(/unexpected shape/);
+        expect(bad.deltas).toEqual([]);
+      }
+    } finally {
+      await server.close();
+    }
+  });
+
   it("embeds through POST /embeddings, vectors in input order", async () => {
     const server = await fixedServer((req, body, res) => {
       expect(req.url).toBe("/v1/embeddings");
