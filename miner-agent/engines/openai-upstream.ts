@@ -320,16 +320,35 @@ class Generation {
     const status = res.statusCode ?? 0;
     if (status < 200 || status >= 300) throw new EngineError(httpErrorMessage(status, await readText(res).catch(() => "")), true);
     const parser = new SseParser();
-    res.setEncoding("utf8"); // decodes UTF-8 across reads
-    for await (const piece of res) {
-      this.touch();
-      for (const data of parser.push(piece as string)) this.event(data);
-    }
+    await this.read(res, parser);
     this.ended = true;
     for (const data of parser.end()) this.event(data);
     if (!this.done && this.finish === undefined) {
       throw new EngineError("upstream stream ended before finishing", this.contentChunks === 0);
     }
+  }
+
+  /**
+   * Feeds the body to the parser as it arrives: 'data' events rather than async iteration, which
+   * costs promises per read (and an engine that paces its tokens sends a read per token).
+   */
+  private read(res: IncomingMessage, parser: SseParser): Promise<void> {
+    res.setEncoding("utf8"); // decodes UTF-8 across reads
+    return new Promise((resolve, reject) => {
+      res.on("data", (piece: string) => {
+        this.touch();
+        try {
+          for (const data of parser.push(piece)) this.event(data);
+        } catch (err) {
+          reject(err);
+          res.destroy();
+        }
+      });
+      res.once("end", resolve);
+      res.once("error", reject);
+      // Closed before its end (the connection dropped, or the request was aborted).
+      res.once("close", () => reject(new Error("the upstream closed the stream before its end")));
+    });
   }
 
   /** Handles one SSE data payload; anything after `[DONE]` is ignored. */
