@@ -48,8 +48,11 @@ interface LiveJob {
 export interface StartJob {
   id: string;
   instanceId: string;
-  spec: JobSpec;
-  traceId?: string;
+  /**
+   * The job frame for the agent, already JSON (`jobFrame`): sent as it is. A spec passed as an
+   * object was cloned across the RPC and encoded again here, for every request.
+   */
+  frame: string;
   /**
    * How long after the job's first event to keep collecting before answering (the job's end
    * answers at once). 0, for streams: answer with the first event. A non-streaming request waits
@@ -119,7 +122,7 @@ export class MinerSession extends DurableObject<Env> {
       const held = { events: [] as string[], holdMs: job.holdMs ?? 0, answer };
       this.jobs.set(job.id, { sessionId: att.sessionId, instanceId: job.instanceId, started: false, held, controller: null });
     });
-    send(ws, { type: "job", id: job.id, instanceId: job.instanceId, spec: job.spec, traceId: job.traceId });
+    ws.send(job.frame);
     return answered;
   }
 
@@ -459,6 +462,12 @@ function setAttachment(ws: WebSocket, a: Attachment): void {
 
 function send(ws: WebSocket, frame: GatewayFrame): void {
   ws.send(JSON.stringify(frame));
+}
+
+/** The job frame `startJob` sends: encoded by the caller, once. */
+export function jobFrame(id: string, instanceId: string, spec: JobSpec, traceId?: string): string {
+  const frame: GatewayFrame = { type: "job", id, instanceId, spec, traceId };
+  return JSON.stringify(frame);
 }
 
 /** A job refused before it reached the agent (another instance may take it). */

@@ -1,6 +1,6 @@
 import { choiceCount, type JobEvent } from "../../protocol/index.ts";
 import type { AcquireRequest, AcquireResult, ChuteRouter, LeaseReport } from "../../durable-objects/chute-router.ts";
-import type { MinerSession } from "../../durable-objects/miner-session.ts";
+import { jobFrame, type MinerSession } from "../../durable-objects/miner-session.ts";
 import { JobEventReader, silentFor, type JobStart } from "../../durable-objects/job-events.ts";
 import { numberVar } from "../env.ts";
 import { ApiError } from "../errors.ts";
@@ -149,7 +149,7 @@ async function firstEvent(
   // while longer, so a short job comes back whole in the answer (no stream of the rest).
   const holdMs = opts.request.stream ? 0 : NON_STREAM_HOLD_MS;
   const waitMs = opts.deadline - Date.now();
-  const started = session.startJob({ id: opts.jobId, instanceId, spec: opts.request.spec, traceId: opts.traceId, holdMs });
+  const started = session.startJob({ id: opts.jobId, instanceId, frame: jobFrame(opts.jobId, instanceId, opts.request.spec, opts.traceId), holdMs });
   let start: JobStart | "timeout";
   try {
     // The first event is due by the deadline; the answer may come the hold after it.
