@@ -9,7 +9,6 @@ import {
   type DeploySpec,
   type GatewayFrame,
   type InstanceAnnouncement,
-  type JobSpec,
 } from "../protocol/index.ts";
 import { chutes } from "../worker/db/schema.ts";
 import { numberVar } from "../worker/env.ts";
@@ -48,10 +47,7 @@ interface LiveJob {
 export interface StartJob {
   id: string;
   instanceId: string;
-  /**
-   * The job frame for the agent, already JSON (`jobFrame`): sent as it is. A spec passed as an
-   * object was cloned across the RPC and encoded again here, for every request.
-   */
+  /** The job frame for the agent, already JSON (protocol's `jobFrame`): sent as it is. */
   frame: string;
   /**
    * How long after the job's first event to keep collecting before answering (the job's end
@@ -462,12 +458,6 @@ function setAttachment(ws: WebSocket, a: Attachment): void {
 
 function send(ws: WebSocket, frame: GatewayFrame): void {
   ws.send(JSON.stringify(frame));
-}
-
-/** The job frame `startJob` sends: encoded by the caller, once. */
-export function jobFrame(id: string, instanceId: string, spec: JobSpec, traceId?: string): string {
-  const frame: GatewayFrame = { type: "job", id, instanceId, spec, traceId };
-  return JSON.stringify(frame);
 }
 
 /** A job refused before it reached the agent (another instance may take it). */

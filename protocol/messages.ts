@@ -88,6 +88,16 @@ export const GatewayFrame = z.discriminatedUnion("type", [
 ]);
 export type GatewayFrame = z.infer<typeof GatewayFrame>;
 
+/**
+ * A job frame as the gateway sends it, in JSON: encoded once by the Worker, which hands the text
+ * to the agent's MinerSession (a spec passed as an object was cloned across that RPC and encoded
+ * again there, for every request).
+ */
+export function jobFrame(id: string, instanceId: string, spec: JobSpec, traceId?: string): string {
+  const frame: GatewayFrame = { type: "job", id, instanceId, spec, traceId };
+  return JSON.stringify(frame);
+}
+
 // ---- agent -> gateway -------------------------------------------------------------------------
 /**
  * Token deltas; deltas that arrive together are coalesced into one frame. The first chunk of a

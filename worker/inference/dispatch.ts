@@ -1,6 +1,6 @@
-import { choiceCount, type JobEvent } from "../../protocol/index.ts";
+import { choiceCount, jobFrame, type JobEvent } from "../../protocol/index.ts";
 import type { AcquireRequest, AcquireResult, ChuteRouter, LeaseReport } from "../../durable-objects/chute-router.ts";
-import { jobFrame, type MinerSession } from "../../durable-objects/miner-session.ts";
+import type { MinerSession } from "../../durable-objects/miner-session.ts";
 import { JobEventReader, silentFor, type JobStart } from "../../durable-objects/job-events.ts";
 import { numberVar } from "../env.ts";
 import { ApiError } from "../errors.ts";
