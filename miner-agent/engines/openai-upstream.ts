@@ -345,7 +345,7 @@ class Generation {
         }
       });
       res.once("end", resolve);
-      res.once("error", reject);
+      res.on("error", reject); // on, not once: an error emitted later must not go unheard (and crash the agent)
       // Closed before its end (the connection dropped, or the request was aborted).
       res.once("close", () => reject(new Error("the upstream closed the stream before its end")));
     });
