@@ -14,7 +14,7 @@ import { measureTurns, type TurnRow, type TurnTarget } from "../load/turns.ts";
 import { commandName, descendants } from "../proc.ts";
 import type { Phase } from "../profile.ts";
 import { ManagedChild } from "../targets/child.ts";
-import { startSluice, SYNTHETIC_CHUTE } from "../targets/sluice.ts";
+import { startSluice, syntheticEngine, SYNTHETIC_CHUTE } from "../targets/sluice.ts";
 import type { LoadClient } from "../targets/types.ts";
 import { startUpstream } from "../targets/upstream.ts";
 
@@ -60,7 +60,7 @@ export async function runFloorBench(options: FloorOptions): Promise<FloorResult>
     // Sluice first: its target finds its workerd among this process's children.
     const sluice = await startSluice({
       chute: SYNTHETIC_CHUTE,
-      engine: { kind: "openai-upstream", baseURL: upstream.url, model: "synthetic", parallel: SYNTHETIC_CHUTE.concurrency },
+      engine: syntheticEngine(upstream.url),
       creditUsd: 100_000,
     });
     closers.unshift(() => sluice.close());
