@@ -5,6 +5,7 @@ import { credits } from "../db/schema.ts";
 import { numberVar } from "../env.ts";
 import { ApiError } from "../errors.ts";
 import { log } from "../log.ts";
+import { stubByName } from "../runtime/object-ids.ts";
 import type { AdmitResult, RateState } from "../../durable-objects/ledger-types.ts";
 import { busyWallet, directRequest, type WalletAdmit } from "./wallet.ts";
 import type { ApiKeyRecord } from "../catalog/types.ts";
@@ -12,7 +13,7 @@ import { completionTokenBound, isFree, promptTokenBound, usdString, worstCaseNan
 import type { JobSpec } from "../../protocol/index.ts";
 
 export function ledgerOf(env: Env, accountId: string): DurableObjectStub<AccountLedger> {
-  return env.ACCOUNT_LEDGER.get(env.ACCOUNT_LEDGER.idFromName(accountId));
+  return stubByName(env.ACCOUNT_LEDGER, accountId);
 }
 
 /** The money side of one invocation: a hold placed before dispatch, settled once at the end. */
@@ -45,7 +46,6 @@ export async function openMeter(
   invocationId: string,
   waitUntil: (p: Promise<unknown>) => void,
 ): Promise<Meter> {
-  const ledger = ledgerOf(env, key.accountId);
   const free = isFree(chute);
   const amount = free ? 0 : worstCaseNano(chute, spec);
   const tokens = promptTokenBound(spec) + completionTokenBound(spec);
@@ -66,6 +66,7 @@ export async function openMeter(
     if (!admitted.ok) waitUntil(wallet.quiet());
   } else {
     direct = directRequest(key.accountId);
+    const ledger = ledgerOf(env, key.accountId);
     try {
       admitted = await ledger.admit(key.accountId, {
         invocationId,
@@ -126,7 +127,7 @@ export async function openMeter(
     holdNano,
     rateHeaders,
     settle: (costNano, usedTokens) =>
-      (settled ??= (free ? Promise.resolve(0) : settleWithRetry(ledger, key.accountId, invocationId, costNano, usedTokens)).finally(() => direct?.())),
+      (settled ??= (free ? Promise.resolve(0) : settleWithRetry(ledgerOf(env, key.accountId), key.accountId, invocationId, costNano, usedTokens)).finally(() => direct?.())),
   };
 }
 

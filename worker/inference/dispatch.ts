@@ -4,6 +4,7 @@ import type { MinerSession } from "../../durable-objects/miner-session.ts";
 import { JobEventReader, silentFor, type JobStart } from "../../durable-objects/job-events.ts";
 import { numberVar } from "../env.ts";
 import { ApiError } from "../errors.ts";
+import { stubByName } from "../runtime/object-ids.ts";
 import { within } from "../runtime/within.ts";
 import type { ChuteRecord } from "../catalog/types.ts";
 import type { NormalizedRequest } from "./normalize.ts";
@@ -51,7 +52,7 @@ export interface FirstLease {
 }
 
 export function acquireFirst(env: Env, chute: ChuteRecord, request: NormalizedRequest, queueWaitMs: number): FirstLease {
-  const router = env.CHUTE_ROUTER.get(env.CHUTE_ROUTER.idFromName(chute.id));
+  const router = stubByName(env.CHUTE_ROUTER, chute.id);
   const prefixes = prefixHashes(request.spec);
   const weight = choiceCount(request.spec);
   // A slot this isolate's last request for the chute just gave back, when the router allows.
@@ -82,7 +83,7 @@ function heldLease(l: Extract<AcquireResult, { ok: true }>, weight: number, pref
 
 function releaseLater(env: Env, chuteId: string, lease: HeldLease, report?: LeaseReport): Promise<void> {
   const delayMs = numberVar(env.SLOT_RELEASE_DELAY_MS, DEFAULT_RELEASE_DELAY_MS);
-  return queueRelease(() => env.CHUTE_ROUTER.get(env.CHUTE_ROUTER.idFromName(chuteId)), chuteId, lease, report, delayMs);
+  return queueRelease(() => stubByName(env.CHUTE_ROUTER, chuteId), chuteId, lease, report, delayMs);
 }
 
 /**
@@ -108,7 +109,7 @@ export async function dispatch(opts: DispatchOptions & { first: FirstLease }): P
       released = true;
       await releaseLater(env, chute.id, held, report);
     };
-    const session = env.MINER_SESSION.get(env.MINER_SESSION.idFromName(lease.minerId));
+    const session = stubByName(env.MINER_SESSION, lease.minerId);
     const cancel = async () => {
       await session.cancelJob(opts.jobId);
     };

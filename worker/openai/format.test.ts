@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { sseEvent, streamChunk, textEventEncoder, type ResponseMeta } from "./format.ts";
+import { newResponseId, sseEvent, streamChunk, textEventEncoder, type ResponseMeta } from "./format.ts";
 
 const decoder = new TextDecoder();
 
@@ -35,5 +35,20 @@ describe("textEventEncoder", () => {
       choices: [{ index: 0, delta: { content: "hi" }, logprobs: null, finish_reason: null }],
       usage: null,
     });
+  });
+});
+
+describe("newResponseId", () => {
+  it("is the endpoint's prefix and 32 hex digits, unique, and ordered by time", () => {
+    expect(newResponseId("chat")).toMatch(/^chatcmpl-[0-9a-f]{32}$/);
+    expect(newResponseId("completion")).toMatch(/^cmpl-[0-9a-f]{32}$/);
+    expect(newResponseId("embedding")).toMatch(/^embd-[0-9a-f]{32}$/);
+    const ids = Array.from({ length: 1000 }, () => newResponseId("chat", 1_764_000_000_000));
+    expect(new Set(ids).size).toBe(1000);
+    // Later ids sort after earlier ones (D1 appends them to the key's index), across a digit carry.
+    const times = [0, 1, 15, 16, 255, 256, 1_764_000_000_000, 1_764_000_000_001, 2 ** 47];
+    const inOrder = times.map((t) => newResponseId("chat", t));
+    expect([...inOrder].sort()).toEqual(inOrder);
+    expect(inOrder[0]!.slice(9, 21)).toBe("000000000000");
   });
 });
