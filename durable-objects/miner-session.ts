@@ -13,9 +13,10 @@ import {
 import { chutes } from "../worker/db/schema.ts";
 import { numberVar } from "../worker/env.ts";
 import { log } from "../worker/log.ts";
-import { encodeLine, type JobEvent, type JobStart } from "./job-events.ts";
+import type { JobStart } from "./job-events.ts";
 import { clearSession, recordSession, verifyAgentAuth } from "./miner-auth.ts";
 import { OfferBook } from "./offer-book.ts";
+import { failedStart, SessionJobs, type StartJob } from "./session-jobs.ts";
 import type { OfferReply } from "./scaler-types.ts";
 
 /**
@@ -34,29 +35,6 @@ interface Attachment {
   instances: InstanceAnnouncement[];
 }
 
-interface LiveJob {
-  sessionId: string;
-  instanceId: string;
-  started: boolean;
-  /** Until startJob has answered: the events held for the answer, and the answer. */
-  held: { events: string[]; holdMs: number; answer: (start: JobStart) => void; firstAt?: number; timer?: ReturnType<typeof setTimeout> } | null;
-  /** After it answered with more to come: the stream of the rest. */
-  controller: ReadableStreamDefaultController<Uint8Array> | null;
-}
-
-export interface StartJob {
-  id: string;
-  instanceId: string;
-  /** The job frame for the agent, already JSON (protocol's `jobFrame`): sent as it is. */
-  frame: string;
-  /**
-   * How long after the job's first event to keep collecting before answering (the job's end
-   * answers at once). 0, for streams: answer with the first event. A non-streaming request waits
-   * for the whole job anyway, and a short one is then answered without a stream.
-   */
-  holdMs?: number;
-}
-
 /** An agent must authenticate within this time after connecting; its nonce is stale after it. */
 const AUTH_TIMEOUT_MS = 10_000;
 /** An agent silent this long (no frame, no heartbeat) is evicted, unless MINER_STALE_AFTER_MS says otherwise. */
@@ -65,9 +43,7 @@ const HEARTBEAT_PING = JSON.stringify({ type: "ping", t: 0 });
 const HEARTBEAT_PONG = JSON.stringify({ type: "pong", t: 0 });
 
 export class MinerSession extends DurableObject<Env> {
-  private readonly jobs = new Map<string, LiveJob>();
-  /** Jobs to answer once the agent's message being read is done (their first event is in it). */
-  private readonly answerDue = new Set<string>();
+  private readonly jobs = new SessionJobs((id) => this.cancelJob(id));
   /** When each session last sent a frame (heartbeats answered by auto-response are tracked by the runtime). */
   private readonly lastFrameAt = new Map<string, number>();
   private readonly offers = new OfferBook();
@@ -113,22 +89,15 @@ export class MinerSession extends DurableObject<Env> {
     if (!att.instances.some((i) => i.instanceId === job.instanceId)) {
       return failedStart("miner_disconnected", "The miner no longer serves this instance.");
     }
-    if (this.jobs.has(job.id)) return failedStart("invalid_request", "Duplicate job id.");
-    const answered = new Promise<JobStart>((answer) => {
-      const held = { events: [] as string[], holdMs: job.holdMs ?? 0, answer };
-      this.jobs.set(job.id, { sessionId: att.sessionId, instanceId: job.instanceId, started: false, held, controller: null });
-    });
-    ws.send(job.frame);
-    return answered;
+    return this.jobs.start(job, att.sessionId, (frame) => ws.send(frame));
   }
 
   /** The client went away: tell the agent to stop generating and end the job's events. Idempotent. */
   cancelJob(id: string): void {
-    const job = this.jobs.get(id);
-    if (!job) return;
-    this.endJob(id, job);
+    const sessionId = this.jobs.end(id);
+    if (sessionId === null) return;
     const ws = this.readySocket();
-    if (ws && attachmentOf(ws)?.sessionId === job.sessionId) send(ws, { type: "cancel", id });
+    if (ws && attachmentOf(ws)?.sessionId === sessionId) send(ws, { type: "cancel", id });
   }
 
   /** Whether an authenticated agent is connected, and what it serves. */
@@ -182,13 +151,7 @@ export class MinerSession extends DurableObject<Env> {
           if (attachmentOf(ws)?.sessionId !== att.sessionId || attachmentOf(ws)?.state !== "ready") return; // the session ended meanwhile
         }
       } finally {
-        // Jobs whose first events came in this message are answered now, with all of them (a
-        // job that also ended in it was answered whole, without a stream).
-        for (const id of this.answerDue) {
-          const job = this.jobs.get(id);
-          if (job) this.answer(id, job);
-        }
-        this.answerDue.clear();
+        this.jobs.answerDueJobs();
       }
     } catch (err) {
       log.error("miner.message_failed", { component: "MinerSession", error: String(err) });
@@ -292,7 +255,7 @@ export class MinerSession extends DurableObject<Env> {
       case "chunk":
       case "done":
       case "error":
-        return this.deliver(att, frame, raw);
+        return this.jobs.deliver(att.sessionId, frame, raw);
       case "deploy_status":
         return this.onDeployStatus(att, frame);
       case "ping":
@@ -351,67 +314,11 @@ export class MinerSession extends DurableObject<Env> {
     log.info("miner.capacity", { component: "MinerSession", minerId: att.minerId, instances: instances.length });
   }
 
-  private deliver(att: Attachment, frame: JobEvent, raw: string | ArrayBuffer): void {
-    const job = this.jobs.get(frame.id);
-    if (!job || job.sessionId !== att.sessionId) return; // cancelled, or from an old session
-    // The validated frame's own text is the event (no re-encoding), unless it spans lines.
-    const line = typeof raw === "string" && !raw.includes("\n") ? raw : JSON.stringify(frame);
-    if (frame.type !== "chunk") return this.endJob(frame.id, job, line);
-    job.started = true;
-    const held = job.held;
-    if (!held) return job.controller?.enqueue(encodeLine(line));
-    held.events.push(line);
-    if (held.events.length > 1) return;
-    held.firstAt = Date.now();
-    if (held.holdMs <= 0) this.answerDue.add(frame.id);
-    else held.timer = setTimeout(() => this.answer(frame.id, job), held.holdMs);
-  }
-
-  /** Answer startJob with the events held so far and a stream of the rest. */
-  private answer(id: string, job: LiveJob): void {
-    const held = job.held;
-    if (!held) return;
-    job.held = null;
-    clearTimeout(held.timer);
-    const rest = new ReadableStream<Uint8Array>({
-      start: (controller) => {
-        job.controller = controller;
-      },
-      cancel: () => this.cancelJob(id),
-    });
-    held.answer({ events: held.events, rest, heldMs: heldFor(held) });
-  }
-
-  /**
-   * The job is over (ended with `last`, cancelled, or its agent gone): answer startJob, or end
-   * the stream of the rest, and forget the job.
-   */
-  private endJob(id: string, job: LiveJob, last?: string): void {
-    this.jobs.delete(id);
-    const held = job.held;
-    if (held) {
-      job.held = null;
-      clearTimeout(held.timer);
-      held.answer({ events: last === undefined ? held.events : [...held.events, last], rest: null, heldMs: heldFor(held) });
-      return;
-    }
-    try {
-      if (last !== undefined) job.controller?.enqueue(encodeLine(last));
-      job.controller?.close();
-    } catch {
-      // the reader already cancelled the stream
-    }
-  }
-
   /** Fail this socket's jobs and withdraw its instances from the routers. */
   private endSession(ws: WebSocket): void {
     const att = attachmentOf(ws);
     if (!att || att.state !== "ready") return;
-    for (const [id, job] of this.jobs) {
-      if (job.sessionId !== att.sessionId) continue;
-      const lost: JobEvent = { type: "error", id, code: "miner_disconnected", message: "The miner disconnected during the request.", retryable: !job.started };
-      this.endJob(id, job, JSON.stringify(lost));
-    }
+    this.jobs.failSession(att.sessionId);
     for (const chute of new Set(att.instances.map((i) => i.chute))) {
       this.ctx.waitUntil(this.router(chute).register(att.minerId, [], chute));
     }
@@ -458,15 +365,4 @@ function setAttachment(ws: WebSocket, a: Attachment): void {
 
 function send(ws: WebSocket, frame: GatewayFrame): void {
   ws.send(JSON.stringify(frame));
-}
-
-/** A job refused before it reached the agent (another instance may take it). */
-function failedStart(code: "miner_disconnected" | "invalid_request", message: string): JobStart {
-  const event: JobEvent = { type: "error", id: "", code, message, retryable: true };
-  return { events: [JSON.stringify(event)], rest: null, heldMs: 0 };
-}
-
-/** How long a job's first event has waited for the answer (0 when the last event is the first). */
-function heldFor(held: { firstAt?: number }): number {
-  return held.firstAt === undefined ? 0 : Date.now() - held.firstAt;
 }

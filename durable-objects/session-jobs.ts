@@ -1,0 +1,142 @@
+import { encodeLine, type JobEvent, type JobStart } from "./job-events.ts";
+
+/**
+ * The jobs a MinerSession multiplexes over its agent's socket, by id: each waits for its first
+ * events to answer the Worker's startJob with, then streams the rest (NDJSON) until it ends.
+ */
+
+export interface StartJob {
+  id: string;
+  instanceId: string;
+  /** The job frame for the agent, already JSON (protocol's `jobFrame`): sent as it is. */
+  frame: string;
+  /**
+   * How long after the job's first event to keep collecting before answering (the job's end
+   * answers at once). 0, for streams: answer with the first event. A non-streaming request waits
+   * for the whole job anyway, and a short one is then answered without a stream.
+   */
+  holdMs?: number;
+}
+
+interface LiveJob {
+  sessionId: string;
+  instanceId: string;
+  started: boolean;
+  /** Until startJob has answered: the events held for the answer, and the answer. */
+  held: { events: string[]; holdMs: number; answer: (start: JobStart) => void; firstAt?: number; timer?: ReturnType<typeof setTimeout> } | null;
+  /** After it answered with more to come: the stream of the rest. */
+  controller: ReadableStreamDefaultController<Uint8Array> | null;
+}
+
+export class SessionJobs {
+  private readonly jobs = new Map<string, LiveJob>();
+  /** Jobs to answer once the agent's message being read is done (their first event is in it). */
+  private readonly answerDue = new Set<string>();
+
+  /** `cancel` stops a job whose stream of the rest the Worker cancelled (the client went away). */
+  constructor(private readonly cancel: (id: string) => void) {}
+
+  /** Take the job on for the agent's session `sessionId` and hand its frame to `send`; answers as MinerSession.startJob says. */
+  start(job: StartJob, sessionId: string, send: (frame: string) => void): Promise<JobStart> {
+    if (this.jobs.has(job.id)) return Promise.resolve(failedStart("invalid_request", "Duplicate job id."));
+    const answered = new Promise<JobStart>((answer) => {
+      const held = { events: [] as string[], holdMs: job.holdMs ?? 0, answer };
+      this.jobs.set(job.id, { sessionId, instanceId: job.instanceId, started: false, held, controller: null });
+    });
+    send(job.frame);
+    return answered;
+  }
+
+  /** End a live job's events; the session it ran on, or null when it was not live. */
+  end(id: string): string | null {
+    const job = this.jobs.get(id);
+    if (!job) return null;
+    this.endJob(id, job);
+    return job.sessionId;
+  }
+
+  /** An event from the agent of session `sessionId` (`raw`: the frame's text as it came). */
+  deliver(sessionId: string, frame: JobEvent, raw: string | ArrayBuffer): void {
+    const job = this.jobs.get(frame.id);
+    if (!job || job.sessionId !== sessionId) return; // cancelled, or from an old session
+    // The validated frame's own text is the event (no re-encoding), unless it spans lines.
+    const line = typeof raw === "string" && !raw.includes("\n") ? raw : JSON.stringify(frame);
+    if (frame.type !== "chunk") return this.endJob(frame.id, job, line);
+    job.started = true;
+    const held = job.held;
+    if (!held) return job.controller?.enqueue(encodeLine(line));
+    held.events.push(line);
+    if (held.events.length > 1) return;
+    held.firstAt = Date.now();
+    if (held.holdMs <= 0) this.answerDue.add(frame.id);
+    else held.timer = setTimeout(() => this.answer(frame.id, job), held.holdMs);
+  }
+
+  /**
+   * The agent's message is read: answer the jobs whose first events came in it, with all of
+   * them (a job that also ended in it was answered whole, without a stream).
+   */
+  answerDueJobs(): void {
+    for (const id of this.answerDue) {
+      const job = this.jobs.get(id);
+      if (job) this.answer(id, job);
+    }
+    this.answerDue.clear();
+  }
+
+  /** Session `sessionId` is gone: fail its jobs (retryable elsewhere when nothing was sent). */
+  failSession(sessionId: string): void {
+    for (const [id, job] of this.jobs) {
+      if (job.sessionId !== sessionId) continue;
+      const lost: JobEvent = { type: "error", id, code: "miner_disconnected", message: "The miner disconnected during the request.", retryable: !job.started };
+      this.endJob(id, job, JSON.stringify(lost));
+    }
+  }
+
+  /** Answer startJob with the events held so far and a stream of the rest. */
+  private answer(id: string, job: LiveJob): void {
+    const held = job.held;
+    if (!held) return;
+    job.held = null;
+    clearTimeout(held.timer);
+    const rest = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        job.controller = controller;
+      },
+      cancel: () => this.cancel(id),
+    });
+    held.answer({ events: held.events, rest, heldMs: heldFor(held) });
+  }
+
+  /**
+   * The job is over (ended with `last`, cancelled, or its agent gone): answer startJob, or end
+   * the stream of the rest, and forget the job.
+   */
+  private endJob(id: string, job: LiveJob, last?: string): void {
+    this.jobs.delete(id);
+    const held = job.held;
+    if (held) {
+      job.held = null;
+      clearTimeout(held.timer);
+      held.answer({ events: last === undefined ? held.events : [...held.events, last], rest: null, heldMs: heldFor(held) });
+      return;
+    }
+    try {
+      if (last !== undefined) job.controller?.enqueue(encodeLine(last));
+      job.controller?.close();
+    } catch {
+      // the reader already cancelled the stream
+    }
+  }
+}
+
+/** A job refused before it reached the agent (another instance may take it). */
+export function failedStart(code: "miner_disconnected" | "invalid_request", message: string): JobStart {
+  const event: JobEvent = { type: "error", id: "", code, message, retryable: true };
+  return { events: [JSON.stringify(event)], rest: null, heldMs: 0 };
+}
+
+/** How long a job's first event has waited for the answer (0 when the last event is the first). */
+function heldFor(held: { firstAt?: number }): number {
+  return held.firstAt === undefined ? 0 : Date.now() - held.firstAt;
+}
