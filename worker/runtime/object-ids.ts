@@ -1,6 +1,7 @@
 /**
  * `namespace.get(namespace.idFromName(name))`, with the id remembered in the isolate: deriving an
- * id hashes the name (about 2% of the gateway's CPU per small request, which derives three). An
+ * id hashes the name (about 2% of the gateway's JavaScript time per small request in a CPU
+ * profile, where each request derived three). An
  * id is a value, not I/O, so one derived in an earlier request serves later ones; the stub is
  * made per call, in the calling request.
  */
