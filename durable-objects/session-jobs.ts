@@ -20,7 +20,6 @@ export interface StartJob {
 
 interface LiveJob {
   sessionId: string;
-  instanceId: string;
   started: boolean;
   /** Until startJob has answered: the events held for the answer, and the answer. */
   held: { events: string[]; holdMs: number; answer: (start: JobStart) => void; firstAt?: number; timer?: ReturnType<typeof setTimeout> } | null;
@@ -41,7 +40,7 @@ export class SessionJobs {
     if (this.jobs.has(job.id)) return Promise.resolve(failedStart("invalid_request", "Duplicate job id."));
     const answered = new Promise<JobStart>((answer) => {
       const held = { events: [] as string[], holdMs: job.holdMs ?? 0, answer };
-      this.jobs.set(job.id, { sessionId, instanceId: job.instanceId, started: false, held, controller: null });
+      this.jobs.set(job.id, { sessionId, started: false, held, controller: null });
     });
     send(job.frame);
     return answered;
