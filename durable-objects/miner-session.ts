@@ -16,6 +16,7 @@ import { log } from "../worker/log.ts";
 import type { JobStart } from "./job-events.ts";
 import { clearSession, recordSession, verifyAgentAuth } from "./miner-auth.ts";
 import { OfferBook } from "./offer-book.ts";
+import { FrameBatch } from "./frame-batch.ts";
 import { failedStart, SessionJobs, type StartJob } from "./session-jobs.ts";
 import type { OfferReply } from "./scaler-types.ts";
 
@@ -33,6 +34,8 @@ interface Attachment {
   sessionId: string;
   connectedAt: number;
   instances: InstanceAnnouncement[];
+  /** The agent takes several frames per message, one per line (its auth said so). */
+  lines?: boolean;
 }
 
 /** An agent must authenticate within this time after connecting; its nonce is stale after it. */
@@ -47,6 +50,7 @@ export class MinerSession extends DurableObject<Env> {
   /** When each session last sent a frame (heartbeats answered by auto-response are tracked by the runtime). */
   private readonly lastFrameAt = new Map<string, number>();
   private readonly offers = new OfferBook();
+  private readonly out = new FrameBatch();
   /** The latest capacity announcement being registered with the routers. */
   private announcing: Promise<void> = Promise.resolve();
 
@@ -71,7 +75,7 @@ export class MinerSession extends DurableObject<Env> {
       instances: [],
     };
     setAttachment(server, attachment);
-    send(server, { type: "challenge", v: PROTOCOL_VERSION, nonce: attachment.nonce, lines: true });
+    this.send(server, { type: "challenge", v: PROTOCOL_VERSION, nonce: attachment.nonce, lines: true });
     await this.ctx.storage.setAlarm(Date.now() + AUTH_TIMEOUT_MS);
     return new Response(null, { status: 101, webSocket: client });
   }
@@ -89,7 +93,7 @@ export class MinerSession extends DurableObject<Env> {
     if (!att.instances.some((i) => i.instanceId === job.instanceId)) {
       return failedStart("miner_disconnected", "The miner no longer serves this instance.");
     }
-    return this.jobs.start(job, att.sessionId, (frame) => ws.send(frame));
+    return this.jobs.start(job, att.sessionId, (frame) => this.out.add(ws, frame, att.lines === true));
   }
 
   /** The client went away: tell the agent to stop generating and end the job's events. Idempotent. */
@@ -97,7 +101,7 @@ export class MinerSession extends DurableObject<Env> {
     const sessionId = this.jobs.end(id);
     if (sessionId === null) return;
     const ws = this.readySocket();
-    if (ws && attachmentOf(ws)?.sessionId === sessionId) send(ws, { type: "cancel", id });
+    if (ws && attachmentOf(ws)?.sessionId === sessionId) this.send(ws, { type: "cancel", id });
   }
 
   /** Whether an authenticated agent is connected, and what it serves. */
@@ -114,7 +118,7 @@ export class MinerSession extends DurableObject<Env> {
     const ws = this.readySocket();
     if (!ws) return { status: "unavailable", message: "The miner is not connected." };
     const reply = this.offers.wait(offerId, chuteId);
-    send(ws, { type: "deploy", offerId, spec });
+    this.send(ws, { type: "deploy", offerId, spec });
     return reply;
   }
 
@@ -122,7 +126,7 @@ export class MinerSession extends DurableObject<Env> {
   undeploy(instanceId: string, reason: string): boolean {
     const ws = this.readySocket();
     if (!ws) return false;
-    send(ws, { type: "undeploy", instanceId, reason });
+    this.send(ws, { type: "undeploy", instanceId, reason });
     return true;
   }
 
@@ -236,9 +240,9 @@ export class MinerSession extends DurableObject<Env> {
       }
     }
     // The nonce is spent: a second auth frame on this socket is refused as "already authenticated".
-    const ready: Attachment = { ...att, state: "ready", nonce: "" };
+    const ready: Attachment = { ...att, state: "ready", nonce: "", ...(frame.lines ? { lines: true } : {}) };
     setAttachment(ws, ready);
-    send(ws, { type: "welcome", minerId: att.minerId, sessionId: att.sessionId });
+    this.send(ws, { type: "welcome", minerId: att.minerId, sessionId: att.sessionId });
     log.info("miner.connected", { component: "MinerSession", minerId: att.minerId, gpus: frame.gpus.length, offers: frame.offers?.engines ?? [] });
     this.lastFrameAt.set(att.sessionId, Date.now());
     const checkAt = Date.now() + numberVar(this.env.MINER_STALE_AFTER_MS, DEFAULT_STALE_AFTER_MS);
@@ -259,7 +263,7 @@ export class MinerSession extends DurableObject<Env> {
       case "deploy_status":
         return this.onDeployStatus(att, frame);
       case "ping":
-        return send(ws, { type: "pong", t: frame.t });
+        return this.send(ws, { type: "pong", t: frame.t });
       case "pong":
         return;
       case "auth":
@@ -323,12 +327,18 @@ export class MinerSession extends DurableObject<Env> {
       this.ctx.waitUntil(this.router(chute).register(att.minerId, [], chute));
     }
     this.ctx.waitUntil(clearSession(this.env.DB, att.minerId, att.sessionId));
+    this.out.drop(ws);
     setAttachment(ws, { ...att, state: "challenged", instances: [] });
   }
 
   private closeSession(ws: WebSocket, code: number, reason: string): void {
     this.endSession(ws);
     ws.close(code, reason);
+  }
+
+  /** Send a frame at once (after the socket's batched job frames). */
+  private send(ws: WebSocket, frame: GatewayFrame): void {
+    this.out.now(ws, JSON.stringify(frame));
   }
 
   private readySocket(): WebSocket | undefined {
@@ -361,8 +371,4 @@ function attachmentOf(ws: WebSocket): Attachment | null {
 function setAttachment(ws: WebSocket, a: Attachment): void {
   ws.serializeAttachment(a);
   attachments.set(ws, a);
-}
-
-function send(ws: WebSocket, frame: GatewayFrame): void {
-  ws.send(JSON.stringify(frame));
 }

@@ -145,11 +145,20 @@ export class GatewayConnection {
 
   private onMessage(ws: WebSocket, text: string): void {
     this.lastSeen = Date.now();
+    // Once authenticated, the gateway may send several frames in one message, one per line (our auth said `lines`).
+    const frames = this.ready && text.includes("\n") ? text.split("\n") : [text];
+    for (const frame of frames) {
+      if (!this.onFrame(ws, frame)) return;
+    }
+  }
+
+  /** One frame from the gateway; false when it was malformed (the connection is closing). */
+  private onFrame(ws: WebSocket, text: string): boolean {
     const parsed = parseGatewayFrame(text);
     if (!parsed.ok) {
       log.error("gateway.frame_invalid", { error: parsed.error });
       ws.close(CloseCode.protocolError, "malformed frame");
-      return;
+      return false;
     }
     const frame = parsed.frame;
     switch (frame.type) {
@@ -157,7 +166,7 @@ export class GatewayConnection {
         if (frame.v !== PROTOCOL_VERSION) {
           log.error("gateway.version_mismatch", { gateway: frame.v, agent: PROTOCOL_VERSION });
           ws.close(CloseCode.versionMismatch, "protocol version mismatch");
-          return;
+          return false;
         }
         this.lines = frame.lines === true;
         this.send({
@@ -168,26 +177,28 @@ export class GatewayConnection {
           credential: { type: "sr25519", signature: signNonce(this.opts.hotkey, frame.nonce, "connect") },
           gpus: this.opts.gpus,
           ...(this.opts.offers ? { offers: this.opts.offers } : {}),
+          lines: true,
         });
-        return;
+        return true;
       case "welcome":
         this.ready = true;
         this.failures = 0;
         this.startHeartbeat(ws);
         log.info("gateway.connected", { minerId: frame.minerId, sessionId: frame.sessionId });
         this.opts.onReady();
-        return;
+        return true;
       case "ping":
         this.send({ type: "pong", t: frame.t });
-        return;
+        return true;
       case "pong":
-        return;
+        return true;
       case "job":
       case "cancel":
       case "deploy":
       case "undeploy":
         this.opts.onFrame(frame);
     }
+    return true;
   }
 
   private onClose(ws: WebSocket, code: number, reason: string): void {

@@ -154,6 +154,12 @@ export const AgentFrame = z.discriminatedUnion("type", [
     /** The host's GPUs, and whether the agent takes deploy offers (and for which engines). */
     gpus: z.array(Gpu).max(256).default([]),
     offers: z.object({ engines: z.array(ChuteEngineKind).max(8) }).optional(),
+    /**
+     * Once authenticated, the gateway may send the agent frames that go out together in one
+     * message, one per line (the jobs of requests that arrived together). A gateway that does
+     * not know this sends one frame per message.
+     */
+    lines: z.boolean().optional(),
   }),
   z.object({ type: z.literal("capacity"), instances: z.array(InstanceAnnouncement).max(64) }),
   /**
