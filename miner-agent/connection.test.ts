@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import WebSocket, { WebSocketServer } from "ws";
+import { WebSocketServer, type WebSocket } from "ws";
 import { CloseCode, PROTOCOL_VERSION, hotkeyFromSeed, type GatewayFrame } from "../protocol/index.ts";
 import { GatewayConnection } from "./connection.ts";
 
