@@ -12,9 +12,24 @@ const CHUTE_TTL_MS = 10_000;
 const keyCache = new TtlCache<ApiKeyRecord | null>(KEY_TTL_MS);
 const chuteCache = new TtlCache<ChuteRecord | null>(CHUTE_TTL_MS);
 
+/**
+ * Secrets this isolate has hashed, and their hashes: a key's digest is computed once per isolate,
+ * not on every request (a hash never goes stale; revocation is the key cache's concern). Bounded
+ * like the key cache, so a flood of made-up keys cannot grow it.
+ */
+const secretHashes = new Map<string, string>();
+const MAX_SECRET_HASHES = 10_000;
+
+async function hashSecret(secret: string): Promise<string> {
+  const hash = await sha256Hex(secret);
+  if (secretHashes.size >= MAX_SECRET_HASHES) secretHashes.clear();
+  secretHashes.set(secret, hash);
+  return hash;
+}
+
 /** The key record for a presented secret, or null when unknown, revoked or expired. */
 export async function findApiKey(db: D1Database, secret: string): Promise<ApiKeyRecord | null> {
-  const hash = await sha256Hex(secret);
+  const hash = secretHashes.get(secret) ?? (await hashSecret(secret));
   const record = await keyCache.get(hash, async () => {
     const row = await drizzle(db)
       .select({
