@@ -1,4 +1,4 @@
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
+import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingMessage, type RequestOptions } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { z } from "zod";
 import type { ChatMessage, FinishReason, JobSpec, TokenLogprob } from "../../protocol/index.ts";
@@ -202,32 +202,54 @@ function httpErrorMessage(status: number, text: string): string {
   return `upstream HTTP ${status}${message ? `: ${message}` : ""}`;
 }
 
-/** Keep-alive connections to the upstream, one pool per engine (reused across jobs). */
+/**
+ * Keep-alive connections to the upstream, one pool per engine (reused across jobs), and its
+ * endpoints' URLs, each parsed once (not per request).
+ */
 export interface UpstreamPool {
   http: HttpAgent;
   https: HttpsAgent;
+  targets: Map<string, RequestOptions>;
 }
 
 export function upstreamPool(maxSockets: number): UpstreamPool {
-  return { http: new HttpAgent({ keepAlive: true, maxSockets }), https: new HttpsAgent({ keepAlive: true, maxSockets }) };
+  return { http: new HttpAgent({ keepAlive: true, maxSockets }), https: new HttpsAgent({ keepAlive: true, maxSockets }), targets: new Map() };
+}
+
+/** Where `url` is, as node:http takes it (parsed once per pool). */
+function targetOf(pool: UpstreamPool, url: string): RequestOptions {
+  let target = pool.targets.get(url);
+  if (!target) {
+    const u = new URL(url);
+    const secure = u.protocol === "https:";
+    target = {
+      protocol: u.protocol,
+      hostname: u.hostname.replace(/^\[(.*)\]$/, "$1"),
+      port: u.port || (secure ? 443 : 80),
+      path: `${u.pathname}${u.search}`,
+      ...(u.username || u.password ? { auth: `${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}` } : {}),
+      agent: secure ? pool.https : pool.http,
+    };
+    pool.targets.set(url, target);
+  }
+  return target;
 }
 
 /**
  * POST a JSON body with node:http on a pooled keep-alive connection (the per-request cost of
- * fetch was the agent's largest after the socket's own). Resolves with the response head.
+ * fetch was the agent's largest after the socket's own). `response` resolves with the response
+ * head; destroying `req` stops the request (and a response being read).
  */
-function post(pool: UpstreamPool, url: string, headers: Record<string, string>, body: string, signal: AbortSignal): Promise<IncomingMessage> {
-  const target = new URL(url);
-  const secure = target.protocol === "https:";
-  return new Promise((resolve, reject) => {
-    const req = (secure ? httpsRequest : httpRequest)(
-      target,
-      { method: "POST", headers: { ...headers, "content-length": Buffer.byteLength(body) }, agent: secure ? pool.https : pool.http, signal },
-      resolve,
-    );
+function post(pool: UpstreamPool, url: string, headers: Record<string, string>, body: string): { req: ClientRequest; response: Promise<IncomingMessage> } {
+  const target = targetOf(pool, url);
+  const send = target.protocol === "https:" ? httpsRequest : httpRequest;
+  let req!: ClientRequest;
+  const response = new Promise<IncomingMessage>((resolve, reject) => {
+    req = send({ ...target, method: "POST", headers: { ...headers, "content-length": Buffer.byteLength(body) } }, resolve);
     req.on("error", reject);
     req.end(body);
   });
+  return { req, response };
 }
 
 async function readText(res: IncomingMessage): Promise<string> {
@@ -247,8 +269,12 @@ function describe(err: unknown): string {
 }
 
 class Generation {
-  private readonly controller = new AbortController();
+  /** The upstream request, once made; destroyed to stop the generation. */
+  private req: ClientRequest | null = null;
+  private stopped = false;
   private idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The idle timer's duration, while it is armed (it is refreshed, not re-created, per read). */
+  private idleTimerMs = 0;
   private idle = false;
   private done = false;
   private ended = false;
@@ -256,7 +282,7 @@ class Generation {
   private contentChunks = 0;
   private finish: string | undefined;
   private usage: z.infer<typeof UsageSchema> | undefined;
-  private readonly onAbort = (): void => this.controller.abort();
+  private readonly onAbort = (): void => this.stop();
 
   constructor(
     private readonly config: OpenAIUpstreamEngineConfig,
@@ -268,7 +294,13 @@ class Generation {
   /** Engine closing: aborts the HTTP request (the upstream sees the connection close). */
   cancel(): void {
     this.closed = true;
-    this.controller.abort();
+    this.stop();
+  }
+
+  /** Stop the upstream request: the connection closes, so the upstream stops generating. */
+  private stop(): void {
+    this.stopped = true;
+    this.req?.destroy(abortError());
   }
 
   async run(): Promise<GenerateResult> {
@@ -289,7 +321,7 @@ class Generation {
     } finally {
       clearTimeout(this.idleTimer);
       this.hooks.signal.removeEventListener("abort", this.onAbort);
-      if (!this.ended) this.controller.abort(); // drops the connection: the upstream stops generating
+      if (!this.ended) this.stop(); // drops the connection: the upstream stops generating
     }
   }
 
@@ -303,11 +335,17 @@ class Generation {
   }
 
   private touch(): void {
+    const ms = this.done ? DRAIN_GRACE_MS : (this.config.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
+    if (this.idleTimer !== undefined && this.idleTimerMs === ms) {
+      this.idleTimer.refresh();
+      return;
+    }
     clearTimeout(this.idleTimer);
+    this.idleTimerMs = ms;
     this.idleTimer = setTimeout(() => {
       this.idle = true;
-      this.controller.abort();
-    }, this.done ? DRAIN_GRACE_MS : (this.config.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS));
+      this.stop();
+    }, ms);
   }
 
   private async stream(): Promise<void> {
@@ -315,7 +353,10 @@ class Generation {
     const headers: Record<string, string> = { "content-type": "application/json", accept: "text/event-stream" };
     if (this.config.apiKey) headers.authorization = `Bearer ${this.config.apiKey}`;
     const url = `${this.config.baseURL.replace(/\/+$/, "")}/${path}`;
-    const res = await post(this.pool, url, headers, JSON.stringify(requestBody(this.spec, this.config.model)), this.controller.signal);
+    if (this.stopped) throw abortError();
+    const { req, response } = post(this.pool, url, headers, JSON.stringify(requestBody(this.spec, this.config.model)));
+    this.req = req;
+    const res = await response;
     this.touch();
     const status = res.statusCode ?? 0;
     if (status < 200 || status >= 300) throw new EngineError(httpErrorMessage(status, await readText(res).catch(() => "")), true);
@@ -416,7 +457,12 @@ async function embedUpstream(config: OpenAIUpstreamEngineConfig, pool: UpstreamP
   let text: string;
   let status: number;
   try {
-    const res = await post(pool, `${config.baseURL.replace(/\/+$/, "")}/embeddings`, headers, JSON.stringify({ model: config.model, input, encoding_format: "float" }), signal);
+    if (signal.aborted) throw abortError();
+    const { req, response } = post(pool, `${config.baseURL.replace(/\/+$/, "")}/embeddings`, headers, JSON.stringify({ model: config.model, input, encoding_format: "float" }));
+    const stop = (): void => void req.destroy(abortError());
+    signal.addEventListener("abort", stop, { once: true });
+    req.once("close", () => signal.removeEventListener("abort", stop));
+    const res = await response;
     status = res.statusCode ?? 0;
     text = await readText(res);
   } catch (err) {
