@@ -1,6 +1,8 @@
 /**
  * The floor's agent (`npm run bench:floor`): one WebSocket to the harness Worker; each job's
- * body is POSTed to the synthetic upstream (keep-alive) and the upstream's answer sent back.
+ * body is POSTed to the synthetic upstream (keep-alive) and the upstream's answer sent back. As
+ * the real agent does, it reads several jobs per message (one per line) and sends the answers
+ * of one turn of its event loop as one message.
  * Usage: node --import tsx bench/floor/agent.ts <ws-url> <upstream /v1 url>
  */
 import { Agent, request } from "node:http";
@@ -13,15 +15,27 @@ const target = new URL(`${upstream.replace(/\/+$/, "")}/chat/completions`);
 const ws = new WebSocket(wsUrl);
 ws.on("open", () => console.log("FLOOR_AGENT_READY"));
 ws.on("close", () => process.exit(0));
+let answers: string[] = [];
+const answer = (text: string): void => {
+  if (answers.push(text) > 1) return;
+  setImmediate(() => {
+    ws.send(answers.join("\n"));
+    answers = [];
+  });
+};
 ws.on("message", (data) => {
-  const { id, body } = JSON.parse(String(data)) as { id: number; body: unknown };
+  for (const line of String(data).split("\n")) job(line);
+});
+
+function job(line: string): void {
+  const { id, body } = JSON.parse(line) as { id: number; body: unknown };
   const payload = JSON.stringify(body);
   const req = request(target, { method: "POST", agent: http, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(payload) } }, (res) => {
     let text = "";
     res.setEncoding("utf8");
     res.on("data", (d: string) => (text += d));
-    res.on("end", () => ws.send(JSON.stringify({ id, answer: text })));
+    res.on("end", () => answer(JSON.stringify({ id, answer: text })));
   });
-  req.on("error", (err) => ws.send(JSON.stringify({ id, answer: JSON.stringify({ error: { message: String(err) } }) })));
+  req.on("error", (err) => answer(JSON.stringify({ id, answer: JSON.stringify({ error: { message: String(err) } }) })));
   req.end(payload);
-});
+}

@@ -2,9 +2,12 @@
  * The floor of a Sluice request in workerd, for `npm run bench:floor`: the same hops with none
  * of the work. A POST's JSON body goes by RPC to one Durable Object, which sends it to the agent
  * over a hibernated WebSocket and answers with the agent's reply; the Worker returns that reply.
+ * Frames go as Sluice's do: the jobs of one turn in one message (FrameBatch, one per line), and
+ * the agent's replies of one turn in one message.
  * No key, ledger, router, validation, record or log line.
  */
 import { DurableObject } from "cloudflare:workers";
+import { FrameBatch } from "../../durable-objects/frame-batch.ts";
 
 interface Env {
   SESSION: DurableObjectNamespace<FloorSession>;
@@ -13,6 +16,7 @@ interface Env {
 export class FloorSession extends DurableObject<Env> {
   private readonly pending = new Map<number, (answer: string) => void>();
   private seq = 0;
+  private readonly out = new FrameBatch();
 
   /** The agent's WebSocket (GET /connect). */
   override async fetch(): Promise<Response> {
@@ -26,14 +30,17 @@ export class FloorSession extends DurableObject<Env> {
     if (!ws) throw new Error("no agent is connected");
     const id = ++this.seq;
     const answer = new Promise<string>((resolve) => this.pending.set(id, resolve));
-    ws.send(JSON.stringify({ id, body }));
+    this.out.add(ws, JSON.stringify({ id, body }), true);
     return answer;
   }
 
   override webSocketMessage(_ws: WebSocket, message: string | ArrayBuffer): void {
-    const { id, answer } = JSON.parse(typeof message === "string" ? message : new TextDecoder().decode(message)) as { id: number; answer: string };
-    this.pending.get(id)?.(answer);
-    this.pending.delete(id);
+    const text = typeof message === "string" ? message : new TextDecoder().decode(message);
+    for (const line of text.split("\n")) {
+      const { id, answer } = JSON.parse(line) as { id: number; answer: string };
+      this.pending.get(id)?.(answer);
+      this.pending.delete(id);
+    }
   }
 }
 
