@@ -276,7 +276,10 @@ export class JobRunner {
     }
     if (job.flushScheduled) return;
     job.flushScheduled = true;
-    if (performance.now() - job.lastFrameAt >= FRAME_INTERVAL_MS) return void setImmediate(() => this.scheduledFlush(job));
+    // Due now: once the deltas of the engine's current read are in (a microtask, not a turn of
+    // the event loop later: the first token reaches the gateway sooner; bench:ab paced TTFT p50
+    // -2.8% and -1.4%).
+    if (performance.now() - job.lastFrameAt >= FRAME_INTERVAL_MS) return queueMicrotask(() => this.scheduledFlush(job));
     // Every job waiting for its next frame goes out on one shared tick, so the frames of jobs
     // that stream at once (a batched engine's sequences) leave in the same turn: one message.
     this.due.add(job);
