@@ -46,7 +46,7 @@ const HEARTBEAT_PING = JSON.stringify({ type: "ping", t: 0 });
 const HEARTBEAT_PONG = JSON.stringify({ type: "pong", t: 0 });
 
 export class MinerSession extends DurableObject<Env> {
-  private readonly jobs = new SessionJobs((id) => this.cancelJob(id));
+  private readonly jobs = new SessionJobs((id, sessionId) => this.stopOnAgent(id, sessionId));
   /** When each session last sent a frame (heartbeats answered by auto-response are tracked by the runtime). */
   private readonly lastFrameAt = new Map<string, number>();
   private readonly offers = new OfferBook();
@@ -83,8 +83,8 @@ export class MinerSession extends DurableObject<Env> {
   /**
    * Send a job to the agent. Answers once the job has sent its first event (and, with `holdMs`,
    * the events of that long after it, or up to its end), or ended: the events so far, and a
-   * stream of the rest unless they end the job. Before the first event nothing answers: the
-   * Worker bounds that wait and cancels the job when it runs out.
+   * stream of the rest unless they end the job. A job whose first event has not come by its
+   * `deadline` is stopped on the agent and answered with an `upstream_timeout` error event.
    */
   async startJob(job: StartJob): Promise<JobStart> {
     const ws = this.readySocket();
@@ -99,7 +99,11 @@ export class MinerSession extends DurableObject<Env> {
   /** The client went away: tell the agent to stop generating and end the job's events. Idempotent. */
   cancelJob(id: string): void {
     const sessionId = this.jobs.end(id);
-    if (sessionId === null) return;
+    if (sessionId !== null) this.stopOnAgent(id, sessionId);
+  }
+
+  /** Tell the agent to stop a job, if the session it ran on is still the connected one. */
+  private stopOnAgent(id: string, sessionId: string): void {
     const ws = this.readySocket();
     if (ws && attachmentOf(ws)?.sessionId === sessionId) this.send(ws, { type: "cancel", id });
   }

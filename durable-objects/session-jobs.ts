@@ -1,4 +1,4 @@
-import { encodeLine, type JobEvent, type JobStart } from "./job-events.ts";
+import { encodeLine, silentFor, type JobEvent, type JobStart } from "./job-events.ts";
 
 /**
  * The jobs a MinerSession multiplexes over its agent's socket, by id: each waits for its first
@@ -16,11 +16,18 @@ export interface StartJob {
    * for the whole job anyway, and a short one is then answered without a stream.
    */
   holdMs?: number;
+  /**
+   * Epoch ms by which the job's first event must have come: else the job is cancelled on the
+   * agent and startJob answers with an `upstream_timeout` error event.
+   */
+  deadline?: number;
 }
 
 interface LiveJob {
   sessionId: string;
   started: boolean;
+  /** While no event has come: when startJob was called, and the deadline for the first one. */
+  waiting: { since: number; deadline: number } | null;
   /** Until startJob has answered: the events held for the answer, and the answer. */
   held: { events: string[]; holdMs: number; answer: (start: JobStart) => void; firstAt?: number; timer?: ReturnType<typeof setTimeout> } | null;
   /** After it answered with more to come: the stream of the rest. */
@@ -31,17 +38,32 @@ export class SessionJobs {
   private readonly jobs = new Map<string, LiveJob>();
   /** Jobs to answer once the agent's message being read is done (their first event is in it). */
   private readonly answerDue = new Set<string>();
+  /**
+   * Jobs with a deadline that have not sent an event yet, and the one timer that ends those past
+   * it (armed while there are any; the Worker waits on startJob without a timer of its own).
+   */
+  private waitingCount = 0;
+  private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  private deadlineAt = Infinity;
 
-  /** `cancel` stops a job whose stream of the rest the Worker cancelled (the client went away). */
-  constructor(private readonly cancel: (id: string) => void) {}
+  /**
+   * `stop` tells the agent of session `sessionId` to stop a job this table ended: its stream of
+   * the rest was cancelled by the Worker (the client went away), or its first event is overdue.
+   */
+  constructor(private readonly stop: (id: string, sessionId: string) => void) {}
 
   /** Take the job on for the agent's session `sessionId` and hand its frame to `send`; answers as MinerSession.startJob says. */
   start(job: StartJob, sessionId: string, send: (frame: string) => void): Promise<JobStart> {
     if (this.jobs.has(job.id)) return Promise.resolve(failedStart("invalid_request", "Duplicate job id."));
+    const waiting = job.deadline === undefined ? null : { since: Date.now(), deadline: job.deadline };
     const answered = new Promise<JobStart>((answer) => {
       const held = { events: [] as string[], holdMs: job.holdMs ?? 0, answer };
-      this.jobs.set(job.id, { sessionId, started: false, held, controller: null });
+      this.jobs.set(job.id, { sessionId, started: false, waiting, held, controller: null });
     });
+    if (waiting) {
+      this.waitingCount++;
+      if (waiting.deadline < this.deadlineAt) this.armDeadline(waiting.deadline);
+    }
     send(job.frame);
     return answered;
   }
@@ -58,6 +80,7 @@ export class SessionJobs {
   deliver(sessionId: string, frame: JobEvent, raw: string | ArrayBuffer): void {
     const job = this.jobs.get(frame.id);
     if (!job || job.sessionId !== sessionId) return; // cancelled, or from an old session
+    this.stopWaiting(job);
     // The validated frame's own text is the event (no re-encoding), unless it spans lines.
     const line = typeof raw === "string" && !raw.includes("\n") ? raw : JSON.stringify(frame);
     if (frame.type !== "chunk") return this.endJob(frame.id, job, line);
@@ -92,6 +115,42 @@ export class SessionJobs {
     }
   }
 
+  /** The job's first event came (or it ended): it no longer counts toward the deadline timer. */
+  private stopWaiting(job: LiveJob): void {
+    if (!job.waiting) return;
+    job.waiting = null;
+    if (--this.waitingCount > 0) return;
+    clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
+    this.deadlineAt = Infinity;
+  }
+
+  private armDeadline(at: number): void {
+    clearTimeout(this.deadlineTimer);
+    this.deadlineAt = at;
+    this.deadlineTimer = setTimeout(() => this.expire(), Math.max(0, at - Date.now()));
+  }
+
+  /** End the jobs whose first event is overdue (cancelled on the agent); re-arm for the next deadline. */
+  private expire(): void {
+    this.deadlineTimer = undefined;
+    this.deadlineAt = Infinity;
+    const now = Date.now();
+    let next = Infinity;
+    for (const [id, job] of this.jobs) {
+      const waiting = job.waiting;
+      if (!waiting) continue;
+      if (waiting.deadline > now) {
+        next = Math.min(next, waiting.deadline);
+        continue;
+      }
+      const late: JobEvent = { type: "error", id, code: "upstream_timeout", message: silentFor(waiting.deadline - waiting.since), retryable: false };
+      this.endJob(id, job, JSON.stringify(late));
+      this.stop(id, job.sessionId);
+    }
+    if (next !== Infinity) this.armDeadline(next);
+  }
+
   /** Answer startJob with the events held so far and a stream of the rest. */
   private answer(id: string, job: LiveJob): void {
     const held = job.held;
@@ -102,7 +161,10 @@ export class SessionJobs {
       start: (controller) => {
         job.controller = controller;
       },
-      cancel: () => this.cancel(id),
+      cancel: () => {
+        const sessionId = this.end(id);
+        if (sessionId !== null) this.stop(id, sessionId);
+      },
     });
     held.answer({ events: held.events, rest, heldMs: heldFor(held) });
   }
@@ -113,6 +175,7 @@ export class SessionJobs {
    */
   private endJob(id: string, job: LiveJob, last?: string): void {
     this.jobs.delete(id);
+    this.stopWaiting(job);
     const held = job.held;
     if (held) {
       job.held = null;

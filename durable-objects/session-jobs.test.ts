@@ -1,0 +1,52 @@
+import { describe, expect, it } from "vitest";
+import { SessionJobs } from "./session-jobs.ts";
+
+const chunk = (id: string) => ({ type: "chunk" as const, id, text: "hi", tokens: 1 });
+const line = (id: string) => JSON.stringify(chunk(id));
+
+describe("SessionJobs deadlines", () => {
+  it("answers a job with no first event by its deadline with upstream_timeout, and stops it on the agent", async () => {
+    const stopped: string[] = [];
+    const jobs = new SessionJobs((id, sessionId) => stopped.push(`${sessionId}/${id}`));
+    const sent: string[] = [];
+    const now = Date.now();
+    const late = jobs.start({ id: "late", instanceId: "i", frame: "{}", deadline: now + 60 }, "s1", (f) => sent.push(f));
+    const prompt = jobs.start({ id: "prompt", instanceId: "i", frame: "{}", deadline: now + 60 }, "s1", (f) => sent.push(f));
+    jobs.deliver("s1", chunk("prompt"), line("prompt"));
+    jobs.answerDueJobs();
+    expect((await prompt).events).toEqual([line("prompt")]);
+
+    const answer = await late;
+    expect(Date.now() - now).toBeGreaterThanOrEqual(55);
+    expect(answer.rest).toBeNull();
+    expect(answer.events.map((e) => JSON.parse(e) as unknown)).toEqual([
+      { type: "error", id: "late", code: "upstream_timeout", message: expect.stringContaining("produced nothing") as unknown, retryable: false },
+    ]);
+    expect(stopped).toEqual(["s1/late"]);
+    expect(sent).toHaveLength(2);
+  });
+
+  it("re-arms for the next deadline, and a job that answered in time is never timed out", async () => {
+    const stopped: string[] = [];
+    const jobs = new SessionJobs((id) => stopped.push(id));
+    const now = Date.now();
+    const first = jobs.start({ id: "a", instanceId: "i", frame: "{}", deadline: now + 30 }, "s", () => undefined);
+    const second = jobs.start({ id: "b", instanceId: "i", frame: "{}", deadline: now + 90 }, "s", () => undefined);
+    await first;
+    expect(stopped).toEqual(["a"]);
+    const answer = await second;
+    expect(Date.now() - now).toBeGreaterThanOrEqual(85);
+    expect(JSON.parse(answer.events[0]!)).toMatchObject({ code: "upstream_timeout" });
+    expect(stopped).toEqual(["a", "b"]);
+  });
+
+  it("a job without a deadline waits as long as it takes", async () => {
+    const jobs = new SessionJobs(() => undefined);
+    const job = jobs.start({ id: "x", instanceId: "i", frame: "{}" }, "s", () => undefined);
+    const state = await Promise.race([job.then(() => "answered"), new Promise((r) => setTimeout(() => r("waiting"), 50))]);
+    expect(state).toBe("waiting");
+    jobs.deliver("s", chunk("x"), line("x"));
+    jobs.answerDueJobs();
+    expect((await job).events).toEqual([line("x")]);
+  });
+});
