@@ -6,7 +6,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vites
 import type { JobSpec } from "../../protocol/index.ts";
 import { startUpstreamDouble } from "../../test/support/upstream-double.ts";
 import type { UpstreamDouble } from "../../test/support/upstream-double.ts";
-import { SseParser, createOpenAIUpstreamEngine } from "./openai-upstream.ts";
+import { createOpenAIUpstreamEngine } from "./openai-upstream.ts";
+import { SseParser } from "./sse-parser.ts";
 import { EngineError } from "./types.ts";
 import type { Engine, GenerateResult, OpenAIUpstreamEngineConfig } from "./types.ts";
 

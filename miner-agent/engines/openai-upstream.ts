@@ -1,9 +1,10 @@
-import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingMessage, type RequestOptions } from "node:http";
-import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import type { ClientRequest, IncomingMessage } from "node:http";
 import { z } from "zod";
 import type { ChatMessage, FinishReason, JobSpec, TokenLogprob } from "../../protocol/index.ts";
 import { EngineError } from "./types.ts";
 import type { EmbedResult, Engine, GenerateHooks, GenerateResult, OpenAIUpstreamEngineConfig } from "./types.ts";
+import { SseParser } from "./sse-parser.ts";
+import { post, readText, upstreamPool, type UpstreamPool } from "./upstream-http.ts";
 
 const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 /** After `[DONE]` the body is drained (so the connection is reused) for at most this long. */
@@ -42,66 +43,6 @@ const CompletionChunk = z.object({
 /** Some servers (llama-server, vLLM) report mid-stream failures as `data: {"error": ...}`. */
 const ErrorChunk = z.object({ error: z.union([z.string(), z.object({ message: z.string() })]) });
 const ErrorBody = z.union([ErrorChunk, z.object({ message: z.string() })]);
-
-/**
- * Incremental SSE parser (WHATWG event-stream rules, `data` field only): accepts text in
- * arbitrary pieces, returns the data payload of every event completed by this piece.
- */
-export class SseParser {
-  private buffer = "";
-  private data: string[] = [];
-
-  push(text: string): string[] {
-    const buffer = this.buffer + text;
-    const events: string[] = [];
-    // Lines end at CRLF, LF or CR. The next CR and LF are each searched for once, and again only
-    // when passed (most servers send no CR at all: one scan of the text finds none).
-    let start = 0;
-    let cr = buffer.indexOf("\r");
-    let lf = buffer.indexOf("\n");
-    for (;;) {
-      if (cr !== -1 && cr < start) cr = buffer.indexOf("\r", start);
-      if (lf !== -1 && lf < start) lf = buffer.indexOf("\n", start);
-      let end: number;
-      let next: number;
-      if (cr !== -1 && (lf === -1 || cr < lf)) {
-        // A lone trailing CR may be the first half of a CRLF split across reads.
-        if (cr + 1 === buffer.length) break;
-        end = cr;
-        next = lf === cr + 1 ? cr + 2 : cr + 1;
-      } else if (lf !== -1) {
-        end = lf;
-        next = lf + 1;
-      } else {
-        break;
-      }
-      this.line(buffer.slice(start, end), events);
-      start = next;
-    }
-    this.buffer = buffer.slice(start);
-    return events;
-  }
-
-  /** End of stream: dispatch an event left without its terminating blank line. */
-  end(): string[] {
-    const events: string[] = [];
-    if (this.buffer !== "") this.line(this.buffer.replace(/\r$/, ""), events);
-    this.buffer = "";
-    this.line("", events);
-    return events;
-  }
-
-  private line(line: string, events: string[]): void {
-    if (line === "") {
-      if (this.data.length > 0) events.push(this.data.length === 1 ? this.data[0]! : this.data.join("\n"));
-      this.data = [];
-    } else if (line.startsWith("data")) {
-      const rest = line.slice(4);
-      if (rest === "") this.data.push("");
-      else if (rest.startsWith(":")) this.data.push(rest.slice(rest.startsWith(": ") ? 2 : 1));
-    } // comments (":...") and other fields (event, id, retry) are ignored
-  }
-}
 
 /**
  * The text of the chunk nearly every token comes in: one choice with only text (no finish, tool
@@ -200,63 +141,6 @@ function httpErrorMessage(status: number, text: string): string {
     message = "error" in body ? (typeof body.error === "string" ? body.error : body.error.message) : body.message;
   } catch { /* not JSON: keep the raw text */ }
   return `upstream HTTP ${status}${message ? `: ${message}` : ""}`;
-}
-
-/**
- * Keep-alive connections to the upstream, one pool per engine (reused across jobs), and its
- * endpoints' URLs, each parsed once (not per request).
- */
-export interface UpstreamPool {
-  http: HttpAgent;
-  https: HttpsAgent;
-  targets: Map<string, RequestOptions>;
-}
-
-export function upstreamPool(maxSockets: number): UpstreamPool {
-  return { http: new HttpAgent({ keepAlive: true, maxSockets }), https: new HttpsAgent({ keepAlive: true, maxSockets }), targets: new Map() };
-}
-
-/** Where `url` is, as node:http takes it (parsed once per pool). */
-function targetOf(pool: UpstreamPool, url: string): RequestOptions {
-  let target = pool.targets.get(url);
-  if (!target) {
-    const u = new URL(url);
-    const secure = u.protocol === "https:";
-    target = {
-      protocol: u.protocol,
-      hostname: u.hostname.replace(/^\[(.*)\]$/, "$1"),
-      port: u.port || (secure ? 443 : 80),
-      path: `${u.pathname}${u.search}`,
-      ...(u.username || u.password ? { auth: `${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}` } : {}),
-      agent: secure ? pool.https : pool.http,
-    };
-    pool.targets.set(url, target);
-  }
-  return target;
-}
-
-/**
- * POST a JSON body with node:http on a pooled keep-alive connection (the per-request cost of
- * fetch was the agent's largest after the socket's own). `response` resolves with the response
- * head; destroying `req` stops the request (and a response being read).
- */
-function post(pool: UpstreamPool, url: string, headers: Record<string, string>, body: string): { req: ClientRequest; response: Promise<IncomingMessage> } {
-  const target = targetOf(pool, url);
-  const send = target.protocol === "https:" ? httpsRequest : httpRequest;
-  let req!: ClientRequest;
-  const response = new Promise<IncomingMessage>((resolve, reject) => {
-    req = send({ ...target, method: "POST", headers: { ...headers, "content-length": Buffer.byteLength(body) } }, resolve);
-    req.on("error", reject);
-    req.end(body);
-  });
-  return { req, response };
-}
-
-async function readText(res: IncomingMessage): Promise<string> {
-  res.setEncoding("utf8");
-  let text = "";
-  for await (const piece of res) text += piece as string;
-  return text;
 }
 
 function abortError(): DOMException {
