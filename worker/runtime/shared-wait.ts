@@ -12,7 +12,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
  * several such waits (its charge, its router slot, its invocation row); a timer for each, each
  * cleared when its wait ended, cost 12% of the gateway's JavaScript time under small requests.
  * bench:ab small: leaving them uncleared, -6.2% and -5.7% workerd CPU per request; one per
- * request, a further -2.5% (and +5.1% requests/s).
+ * request, a further -3.1% (and +4.9% requests/s).
  */
 export function awaitShared<T>(promise: Promise<T>): Promise<T> {
   const request = requests.getStore();
