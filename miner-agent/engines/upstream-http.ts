@@ -1,7 +1,7 @@
 import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingMessage, type RequestOptions } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 
-/** HTTP to an OpenAI-compatible upstream: pooled keep-alive connections, a JSON POST, a body read whole. */
+// HTTP to an OpenAI-compatible upstream: pooled keep-alive connections, a JSON POST, a body read whole.
 
 /**
  * Keep-alive connections to the upstream, one pool per engine (reused across jobs), and its
