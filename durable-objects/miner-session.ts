@@ -51,6 +51,8 @@ export class MinerSession extends DurableObject<Env> {
   private readonly lastFrameAt = new Map<string, number>();
   private readonly offers = new OfferBook();
   private readonly out = new FrameBatch();
+  /** The ready socket readySocket() found last (memory only: gone when the object hibernates). */
+  private lastReady: WebSocket | undefined;
   /** The latest capacity announcement being registered with the routers. */
   private announcing: Promise<void> = Promise.resolve();
 
@@ -345,8 +347,15 @@ export class MinerSession extends DurableObject<Env> {
     this.out.now(ws, JSON.stringify(frame));
   }
 
+  /**
+   * The authenticated agent's socket. The one found last is kept and re-checked at each use (a
+   * scan of getWebSockets() per job cost the most of startJob's own time when requests came one
+   * by one); a scan again when it is no longer open and ready.
+   */
   private readySocket(): WebSocket | undefined {
-    return this.ctx.getWebSockets().find((ws) => attachmentOf(ws)?.state === "ready");
+    const last = this.lastReady;
+    if (last && last.readyState === WebSocket.OPEN && attachmentOf(last)?.state === "ready") return last;
+    return (this.lastReady = this.ctx.getWebSockets().find((ws) => attachmentOf(ws)?.state === "ready"));
   }
 
   private router(chute: string) {
