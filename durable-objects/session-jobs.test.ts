@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { SessionJobs } from "./session-jobs.ts";
 
 const chunk = (id: string) => ({ type: "chunk" as const, id, text: "hi", tokens: 1 });
@@ -48,5 +48,44 @@ describe("SessionJobs deadlines", () => {
     jobs.deliver("s", chunk("x"), line("x"));
     jobs.answerDueJobs();
     expect((await job).events).toEqual([line("x")]);
+  });
+});
+
+describe("SessionJobs deadline timer", () => {
+  it("is armed once while jobs are live (not per job), fires harmlessly, and is cleared with the last live job", () => {
+    vi.useFakeTimers();
+    try {
+      const stopped: string[] = [];
+      const jobs = new SessionJobs((id) => stopped.push(id));
+      const start = (id: string) => void jobs.start({ id, instanceId: "i", frame: "{}", deadline: Date.now() + 1_000 }, "s", () => undefined);
+      start("a");
+      expect(vi.getTimerCount()).toBe(1);
+      jobs.deliver("s", chunk("a"), line("a"));
+      jobs.answerDueJobs();
+      // "a" no longer waits but is live: the timer stays (no clear and re-arm per job).
+      expect(vi.getTimerCount()).toBe(1);
+      vi.advanceTimersByTime(500);
+      start("b"); // its deadline is later than the armed one: nothing to arm
+      expect(vi.getTimerCount()).toBe(1);
+      // At the first deadline nothing is overdue; the timer is re-armed for "b" only.
+      vi.advanceTimersByTime(500);
+      expect(stopped).toEqual([]);
+      expect(vi.getTimerCount()).toBe(1);
+      vi.advanceTimersByTime(500);
+      expect(stopped).toEqual(["b"]);
+      // "b" ended (timed out), "a" is still live: nothing waits, so no timer until a job does.
+      expect(vi.getTimerCount()).toBe(0);
+      start("c");
+      expect(vi.getTimerCount()).toBe(1);
+      jobs.deliver("s", chunk("c"), line("c"));
+      jobs.answerDueJobs();
+      expect(jobs.end("a")).toBe("s");
+      expect(vi.getTimerCount()).toBe(1);
+      expect(jobs.end("c")).toBe("s");
+      // No live job: the timer goes, so the session can hibernate.
+      expect(vi.getTimerCount()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
