@@ -13,6 +13,7 @@ import {
 import { chutes } from "../worker/db/schema.ts";
 import { numberVar } from "../worker/env.ts";
 import { log } from "../worker/log.ts";
+import { stubByName } from "../worker/runtime/object-ids.ts";
 import type { JobStart } from "./job-events.ts";
 import { clearSession, recordSession, verifyAgentAuth } from "./miner-auth.ts";
 import { OfferBook } from "./offer-book.ts";
@@ -359,11 +360,11 @@ export class MinerSession extends DurableObject<Env> {
   }
 
   private router(chute: string) {
-    return this.env.CHUTE_ROUTER.get(this.env.CHUTE_ROUTER.idFromName(chute));
+    return stubByName(this.env.CHUTE_ROUTER, chute);
   }
 
   private scaler(chute: string) {
-    return this.env.CHUTE_SCALER.get(this.env.CHUTE_SCALER.idFromName(chute));
+    return stubByName(this.env.CHUTE_SCALER, chute);
   }
 }
 
