@@ -89,3 +89,42 @@ describe("SessionJobs deadline timer", () => {
     }
   });
 });
+
+describe("SessionJobs holds", () => {
+  it("answers each held job at the end of its own hold (with what came meanwhile), or whole at its end, on the one session timer", async () => {
+    vi.useFakeTimers();
+    try {
+      const jobs = new SessionJobs(() => undefined);
+      const start = (id: string) => jobs.start({ id, instanceId: "i", frame: "{}", holdMs: 1_000 }, "s", () => undefined);
+      const answers = new Map<string, { events: string[]; whole: boolean; at: number }>();
+      const t0 = Date.now();
+      for (const id of ["a", "b", "c"]) void start(id).then((a) => answers.set(id, { events: a.events, whole: a.rest === null, at: Date.now() - t0 }));
+      jobs.deliver("s", chunk("a"), line("a"));
+      jobs.answerDueJobs();
+      expect(vi.getTimerCount()).toBe(1);
+      await vi.advanceTimersByTimeAsync(100);
+      jobs.deliver("s", chunk("b"), line("b"));
+      jobs.deliver("s", chunk("c"), line("c"));
+      jobs.answerDueJobs();
+      // Their holds end later than a's: no timer of their own.
+      expect(vi.getTimerCount()).toBe(1);
+      jobs.deliver("s", chunk("a"), line("a"));
+      jobs.deliver("s", { type: "done", id: "c", finishReason: "stop", usage: { promptTokens: 1, completionTokens: 2 }, timings: { ttftMs: 1, durationMs: 2 } }, "c-done");
+      jobs.answerDueJobs();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(answers.get("c")).toEqual({ events: [line("c"), "c-done"], whole: true, at: 100 });
+      await vi.advanceTimersByTimeAsync(899);
+      expect(answers.has("a")).toBe(false);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(answers.get("a")).toEqual({ events: [line("a"), line("a")], whole: false, at: 1_000 });
+      expect(answers.has("b")).toBe(false);
+      await vi.advanceTimersByTimeAsync(100);
+      expect(answers.get("b")).toEqual({ events: [line("b")], whole: false, at: 1_100 });
+      expect(jobs.end("a")).toBe("s");
+      expect(jobs.end("b")).toBe("s");
+      expect(vi.getTimerCount()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});

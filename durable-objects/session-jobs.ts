@@ -28,8 +28,8 @@ interface LiveJob {
   started: boolean;
   /** While no event has come: when startJob was called, and the deadline for the first one. */
   waiting: { since: number; deadline: number } | null;
-  /** Until startJob has answered: the events held for the answer, and the answer. */
-  held: { events: string[]; holdMs: number; answer: (start: JobStart) => void; firstAt?: number; timer?: ReturnType<typeof setTimeout> } | null;
+  /** Until startJob has answered: the events held for the answer, the answer, and (once the first event came) when it is due. */
+  held: { events: string[]; holdMs: number; answer: (start: JobStart) => void; firstAt?: number; until?: number } | null;
   /** After it answered with more to come: the stream of the rest. */
   controller: ReadableStreamDefaultController<Uint8Array> | null;
 }
@@ -39,16 +39,17 @@ export class SessionJobs {
   /** Jobs to answer once the agent's message being read is done (their first event is in it). */
   private readonly answerDue = new Set<string>();
   /**
-   * The one timer that ends the jobs whose first event is overdue (the Worker waits on startJob
-   * without a timer of its own), and when it fires: never after the earliest deadline of a job
-   * still waiting. It is left armed while the session has live jobs (the next job's deadline is
-   * later: nothing to re-arm), so a busy session arms it about once per deadline's length rather
-   * than once per job (arming it was most of startJob's own time in a profile of lone requests;
-   * bench:ab small: requests/s +4.6% and +2.2%), and it is cleared with the last live job, so an
-   * idle session can hibernate.
+   * The one timer of the session's jobs, and when it fires: never after the earliest deadline of
+   * a job still waiting for its first event (the Worker waits on startJob without a timer of its
+   * own), nor after the earliest end of a hold. It is left armed while the session has live jobs
+   * (a later job's deadline or hold ends later: nothing to re-arm), so a busy session arms it
+   * about once per hold or deadline length rather than once or twice per job (arming it was most
+   * of startJob's own time in a profile of lone requests; bench:ab small, the deadline's alone:
+   * requests/s +4.6% and +2.2%), and it is cleared with the last live job, so an idle session
+   * can hibernate.
    */
-  private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
-  private deadlineAt = Infinity;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private timerAt = Infinity;
 
   /**
    * `stop` tells the agent of session `sessionId` to stop a job this table ended: its stream of
@@ -64,7 +65,7 @@ export class SessionJobs {
       const held = { events: [] as string[], holdMs: job.holdMs ?? 0, answer };
       this.jobs.set(job.id, { sessionId, started: false, waiting, held, controller: null });
     });
-    if (waiting && waiting.deadline < this.deadlineAt) this.armDeadline(waiting.deadline);
+    if (waiting) this.due(waiting.deadline);
     send(job.frame);
     return answered;
   }
@@ -91,8 +92,9 @@ export class SessionJobs {
     held.events.push(line);
     if (held.events.length > 1) return;
     held.firstAt = Date.now();
-    if (held.holdMs <= 0) this.answerDue.add(frame.id);
-    else held.timer = setTimeout(() => this.answer(frame.id, job), held.holdMs);
+    if (held.holdMs <= 0) return void this.answerDue.add(frame.id);
+    held.until = held.firstAt + held.holdMs;
+    this.due(held.until);
   }
 
   /**
@@ -116,30 +118,37 @@ export class SessionJobs {
     }
   }
 
-  private armDeadline(at: number): void {
-    clearTimeout(this.deadlineTimer);
-    this.deadlineAt = at;
-    this.deadlineTimer = setTimeout(() => this.expire(), Math.max(0, at - Date.now()));
+  /** Something is due at `at`: the timer fires by then. */
+  private due(at: number): void {
+    if (at >= this.timerAt) return;
+    clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => this.onTimer(), Math.max(0, at - Date.now()));
   }
 
-  /** End the jobs whose first event is overdue (cancelled on the agent); re-arm for the next deadline. */
-  private expire(): void {
-    this.deadlineTimer = undefined;
-    this.deadlineAt = Infinity;
+  /**
+   * End the jobs whose first event is overdue (cancelled on the agent) and answer the holds that
+   * are over; re-arm for what is due next.
+   */
+  private onTimer(): void {
+    this.timer = undefined;
+    this.timerAt = Infinity;
     const now = Date.now();
     let next = Infinity;
     for (const [id, job] of this.jobs) {
       const waiting = job.waiting;
-      if (!waiting) continue;
-      if (waiting.deadline > now) {
-        next = Math.min(next, waiting.deadline);
+      if (waiting && waiting.deadline <= now) {
+        const late: JobEvent = { type: "error", id, code: "upstream_timeout", message: silentFor(waiting.deadline - waiting.since), retryable: false };
+        this.endJob(id, job, JSON.stringify(late));
+        this.stop(id, job.sessionId);
         continue;
       }
-      const late: JobEvent = { type: "error", id, code: "upstream_timeout", message: silentFor(waiting.deadline - waiting.since), retryable: false };
-      this.endJob(id, job, JSON.stringify(late));
-      this.stop(id, job.sessionId);
+      const until = job.held?.until;
+      if (until !== undefined && until <= now) this.answer(id, job);
+      else if (until !== undefined) next = Math.min(next, until);
+      if (waiting) next = Math.min(next, waiting.deadline);
     }
-    if (next !== Infinity) this.armDeadline(next);
+    if (next !== Infinity) this.due(next);
   }
 
   /** Answer startJob with the events held so far and a stream of the rest. */
@@ -147,7 +156,6 @@ export class SessionJobs {
     const held = job.held;
     if (!held) return;
     job.held = null;
-    clearTimeout(held.timer);
     const rest = new ReadableStream<Uint8Array>({
       start: (controller) => {
         job.controller = controller;
@@ -167,14 +175,13 @@ export class SessionJobs {
   private endJob(id: string, job: LiveJob, last?: string): void {
     this.jobs.delete(id);
     if (this.jobs.size === 0) {
-      clearTimeout(this.deadlineTimer);
-      this.deadlineTimer = undefined;
-      this.deadlineAt = Infinity;
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      this.timerAt = Infinity;
     }
     const held = job.held;
     if (held) {
       job.held = null;
-      clearTimeout(held.timer);
       held.answer({ events: last === undefined ? held.events : [...held.events, last], rest: null, heldMs: heldFor(held) });
       return;
     }
