@@ -101,8 +101,7 @@ export class MinerSession extends DurableObject<Env> {
 
   /** The client went away: tell the agent to stop generating and end the job's events. Idempotent. */
   cancelJob(id: string): void {
-    const sessionId = this.jobs.end(id);
-    if (sessionId !== null) this.stopOnAgent(id, sessionId);
+    this.jobs.cancel(id);
   }
 
   /** Tell the agent to stop a job, if the session it ran on is still the connected one. */

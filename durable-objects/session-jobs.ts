@@ -52,8 +52,8 @@ export class SessionJobs {
   private timerAt = Infinity;
 
   /**
-   * `stop` tells the agent of session `sessionId` to stop a job this table ended: its stream of
-   * the rest was cancelled by the Worker (the client went away), or its first event is overdue.
+   * `stop` tells the agent of session `sessionId` to stop a job this table ended: the Worker
+   * cancelled it or its stream of the rest (the client went away), or its first event is overdue.
    */
   constructor(private readonly stop: (id: string, sessionId: string) => void) {}
 
@@ -76,6 +76,12 @@ export class SessionJobs {
     if (!job) return null;
     this.endJob(id, job);
     return job.sessionId;
+  }
+
+  /** End a live job's events and stop it on its agent (the client went away). Idempotent. */
+  cancel(id: string): void {
+    const sessionId = this.end(id);
+    if (sessionId !== null) this.stop(id, sessionId);
   }
 
   /** An event from the agent of session `sessionId` (`raw`: the frame's text as it came). */
@@ -160,10 +166,7 @@ export class SessionJobs {
       start: (controller) => {
         job.controller = controller;
       },
-      cancel: () => {
-        const sessionId = this.end(id);
-        if (sessionId !== null) this.stop(id, sessionId);
-      },
+      cancel: () => this.cancel(id),
     });
     held.answer({ events: held.events, rest, heldMs: heldFor(held) });
   }
