@@ -17,23 +17,27 @@ import { DurableObject } from "cloudflare:workers";
 
 import type { ChuteScaler } from "./chute-scaler.ts";
 import { MetaTable } from "./meta-table.ts";
-import type { AcquireRequest, AcquireResult, InstanceHealth, LeaseRelease, LeaseReport, Percentiles, RouterInstance, RouterSnapshot } from "./router-types.ts";
+import { HealthBook, healthFactor } from "./router-health.ts";
+import type {
+  AcquireRequest,
+  AcquireResult,
+  HandoverAnswer,
+  InstanceHealth,
+  LeaseRelease,
+  LeaseReport,
+  RouterInstance,
+  RouterSnapshot,
+} from "./router-types.ts";
 
-export type { AcquireRequest, AcquireResult, InstanceHealth, LeaseRelease, LeaseReport, RouterInstance, RouterSnapshot };
+export type { AcquireRequest, AcquireResult, HandoverAnswer, InstanceHealth, LeaseRelease, LeaseReport, RouterInstance, RouterSnapshot };
 
 /** A lease not released within this time is presumed lost (its Worker died) and expires. */
 const LEASE_TTL_MS = 30 * 60_000;
-/** Weight of the newest sample in the health averages. */
-const EWMA_ALPHA = 0.3;
-/** Consecutive failures after which an instance is taken out of rotation, with backoff. */
-const DISABLE_AFTER_FAILURES = 3;
-const DISABLE_MIN_MS = 1_000;
-const DISABLE_MAX_MS = 60_000;
 /** An affinity instance is chosen while its load is within this much of the least loaded. */
 const AFFINITY_SLACK = 0.25;
+/** Beyond this many lagging instances (see HealthBook) an isolate hands no slot over at all (the answer stays small). */
+const MAX_LAGGING = 64;
 const MAX_PREFIX_ENTRIES = 20_000;
-/** Latency samples kept for percentiles. */
-const MAX_SAMPLES = 512;
 /** The scaler is told about refused requests at most this often. */
 const POKE_EVERY_MS = 2_000;
 const SCHEMA_VERSION = 2;
@@ -57,15 +61,13 @@ export class ChuteRouter extends DurableObject<Env> {
   private readonly leases = new Map<string, { instanceId: string; expiresAt: number; weight: number }>();
   private readonly inflight = new Map<string, number>();
   private waiters: Waiter[] = [];
-  private readonly health = new Map<string, InstanceHealth>();
+  private readonly health = new HealthBook();
   /** Prefix hash -> the instance that last served it (insertion order = recency). */
   private readonly prefixes = new Map<string, string>();
   private affinityHits = 0;
   private handovers = 0;
   private requests = 0;
   private refused = 0;
-  private readonly ttftSamples = new Ring(MAX_SAMPLES);
-  private readonly tpsSamples = new Ring(MAX_SAMPLES);
   private pokedAt = 0;
   /** A poke held back by the rate limit, sent when the limit allows (none is ever dropped). */
   private pokeTimer: ReturnType<typeof setTimeout> | null = null;
@@ -113,7 +115,7 @@ export class ChuteRouter extends DurableObject<Env> {
     this.requests++;
     const weight = Math.max(1, req.weight ?? 1);
     const now = this.tryAcquire(avoid, prefixes, weight);
-    if (now.ok) return { ...now, roomy: this.roomy() };
+    if (now.ok) return { ...now, ...this.handover() };
     if (now.code === "no_capacity" || req.waitMs <= 0) return this.refuse(now);
     return new Promise<AcquireResult>((resolve) => {
       const waiter: Waiter = {
@@ -158,19 +160,29 @@ export class ChuteRouter extends DurableObject<Env> {
 
   /**
    * Whether an isolate may hand a finished request's slot to its next request: nobody waits, and
-   * a slot is free besides (so a request of another isolate would not have been turned away).
+   * a slot is free besides (so a request of another isolate would not have been turned away);
+   * and on which instances it may not (they lag behind the others: the router routes those).
    */
-  private roomy(): boolean {
-    if (this.waiters.length > 0) return false;
-    for (const inst of this.instances.values()) if ((this.inflight.get(inst.instanceId) ?? 0) < inst.maxConcurrency) return true;
-    return false;
+  private handover(): HandoverAnswer {
+    if (this.waiters.length > 0) return { roomy: false };
+    let free = false;
+    for (const inst of this.instances.values()) {
+      if ((this.inflight.get(inst.instanceId) ?? 0) < inst.maxConcurrency) {
+        free = true;
+        break;
+      }
+    }
+    if (!free) return { roomy: false };
+    const lagging = this.health.lagging();
+    if (lagging.length > MAX_LAGGING) return { roomy: false };
+    return lagging.length > 0 ? { roomy: true, lagging } : { roomy: true };
   }
 
   /** Give a slot back, with how the request went. Idempotent: releasing an unknown lease does nothing. */
   release(leaseId: string, report?: LeaseReport): void {
     const lease = this.leases.get(leaseId);
     if (!lease) return;
-    if (report) this.observe(lease.instanceId, report);
+    if (report && this.instances.has(lease.instanceId)) this.health.observe(lease.instanceId, report);
     this.leases.delete(leaseId);
     const n = (this.inflight.get(lease.instanceId) ?? lease.weight) - lease.weight;
     if (n > 0) this.inflight.set(lease.instanceId, n);
@@ -182,12 +194,12 @@ export class ChuteRouter extends DurableObject<Env> {
    * Give several slots back at once (an isolate's releases, sent together), or note the ones it
    * handed to its next request. Answers whether the isolate may go on handing slots over.
    */
-  releaseMany(released: LeaseRelease[]): { roomy: boolean } {
+  releaseMany(released: LeaseRelease[]): HandoverAnswer {
     for (const r of released) {
       if (r.handedOver) this.handedOver(r.leaseId, r.report, r.handedOver);
       else this.release(r.leaseId, r.report);
     }
-    return { roomy: this.roomy() };
+    return this.handover();
   }
 
   /**
@@ -201,7 +213,7 @@ export class ChuteRouter extends DurableObject<Env> {
     const lease = this.leases.get(leaseId);
     const instanceId = lease?.instanceId ?? note.instanceId;
     if (instanceId === undefined || !this.instances.has(instanceId)) return;
-    if (report) this.observe(instanceId, report);
+    if (report) this.health.observe(instanceId, report);
     this.requests++;
     this.handovers++;
     if (lease) lease.expiresAt = Date.now() + LEASE_TTL_MS;
@@ -268,7 +280,7 @@ export class ChuteRouter extends DurableObject<Env> {
       instances: [...this.instances.values()].map((i) => ({
         ...i,
         inflight: this.inflight.get(i.instanceId) ?? 0,
-        health: this.healthOf(i.instanceId),
+        health: this.health.of(i.instanceId),
       })),
       waiting: this.waiters.length,
       affinityHits: this.affinityHits,
@@ -276,47 +288,9 @@ export class ChuteRouter extends DurableObject<Env> {
       stats: {
         requests: this.requests,
         refused: this.refused,
-        ttftMs: this.ttftSamples.percentiles(),
-        tokensPerSecond: this.tpsSamples.percentiles(),
+        ...this.health.stats(),
       },
     };
-  }
-
-  private healthOf(instanceId: string): InstanceHealth {
-    let h = this.health.get(instanceId);
-    if (!h) {
-      h = { ttftMs: null, tokensPerSecond: null, errorRate: 0, consecutiveFailures: 0, disabledUntil: null, served: 0 };
-      this.health.set(instanceId, h);
-    }
-    return h;
-  }
-
-  /** Fold a finished request into the instance's health: latency and speed averages, failures with backoff. */
-  private observe(instanceId: string, r: LeaseReport): void {
-    if (r.result === "neutral") return;
-    const h = this.healthOf(instanceId);
-    const ewma = (prev: number | null, x: number) => (prev === null ? x : prev + EWMA_ALPHA * (x - prev));
-    h.errorRate = ewma(h.errorRate, r.result === "failed" ? 1 : 0);
-    if (r.result === "failed") {
-      h.consecutiveFailures++;
-      if (h.consecutiveFailures >= DISABLE_AFTER_FAILURES) {
-        const backoff = Math.min(DISABLE_MAX_MS, DISABLE_MIN_MS * 2 ** (h.consecutiveFailures - DISABLE_AFTER_FAILURES));
-        h.disabledUntil = Date.now() + backoff;
-      }
-      return;
-    }
-    h.consecutiveFailures = 0;
-    h.disabledUntil = null;
-    h.served++;
-    if (r.ttftMs != null) {
-      h.ttftMs = ewma(h.ttftMs, r.ttftMs);
-      this.ttftSamples.push(r.ttftMs);
-    }
-    if (r.tokens && r.streamMs && r.tokens > 1 && r.streamMs > 0) {
-      const tps = (r.tokens * 1000) / r.streamMs;
-      h.tokensPerSecond = ewma(h.tokensPerSecond, tps);
-      this.tpsSamples.push(tps);
-    }
   }
 
   override async alarm(): Promise<void> {
@@ -331,7 +305,7 @@ export class ChuteRouter extends DurableObject<Env> {
   private removeInstance(instanceId: string): void {
     this.instances.delete(instanceId);
     this.announced.delete(instanceId);
-    this.health.delete(instanceId);
+    this.health.forget(instanceId);
     this.sql.exec("DELETE FROM instances WHERE instance_id = ?", instanceId);
   }
 
@@ -369,8 +343,7 @@ export class ChuteRouter extends DurableObject<Env> {
    */
   private pick(avoid: Set<string>, prefixes: string[] = [], weight = 1): { inst: RouterInstance; affinity: boolean } | "none" | "full" {
     const now = Date.now();
-    let fastest = 0;
-    for (const inst of this.instances.values()) fastest = Math.max(fastest, this.health.get(inst.instanceId)?.tokensPerSecond ?? 0);
+    const fastest = this.health.fastest();
     const candidates: { inst: RouterInstance; cost: number; load: number; free: number }[] = [];
     const resting: typeof candidates = [];
     let any = false;
@@ -383,8 +356,7 @@ export class ChuteRouter extends DurableObject<Env> {
       if (free < weight) continue;
       const h = this.health.get(inst.instanceId);
       const load = (busy + weight) / inst.maxConcurrency;
-      const speed = h?.tokensPerSecond && fastest > 0 ? Math.min(4, fastest / h.tokensPerSecond) : 1;
-      const cost = load * (1 + 4 * (h?.errorRate ?? 0)) * speed;
+      const cost = load * healthFactor(h, fastest);
       (h?.disabledUntil && h.disabledUntil > now ? resting : candidates).push({ inst, cost, load, free });
     }
     const pool = candidates.length > 0 ? candidates : resting;
@@ -429,26 +401,5 @@ export class ChuteRouter extends DurableObject<Env> {
   private armAlarm(at: number): void {
     this.alarmAt = at;
     void this.ctx.storage.setAlarm(at);
-  }
-}
-
-/** The most recent `size` values, for percentiles. */
-class Ring {
-  private readonly values: number[] = [];
-  private next = 0;
-
-  constructor(private readonly size: number) {}
-
-  push(v: number): void {
-    if (this.values.length < this.size) this.values.push(v);
-    else this.values[this.next] = v;
-    this.next = (this.next + 1) % this.size;
-  }
-
-  percentiles(): Percentiles | null {
-    if (this.values.length === 0) return null;
-    const sorted = [...this.values].sort((a, b) => a - b);
-    const at = (q: number) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! * 10) / 10;
-    return { p50: at(0.5), p90: at(0.9), p99: at(0.99), samples: sorted.length };
   }
 }

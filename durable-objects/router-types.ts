@@ -45,19 +45,22 @@ export interface LeaseRelease {
   handedOver?: { prefixes: string[]; instanceId?: string };
 }
 
+/** The router's word, with each answer, on handing slots over in an isolate (see worker/inference/releases.ts). */
+export interface HandoverAnswer {
+  /** Nobody was waiting and slots were still free: an isolate may hand a finished request's slot to its next request without asking. */
+  roomy: boolean;
+  /** Except slots on these instances: they lag behind the others (see HealthBook), so the router routes their requests. */
+  lagging?: string[];
+}
+
 export type AcquireResult =
-  | {
+  | ({
       ok: true;
       leaseId: string;
       instanceId: string;
       minerId: string;
       affinity: boolean;
-      /**
-       * Nobody was waiting and slots were still free after this one: an isolate may hand a
-       * finished request's slot to its next request without asking (see worker/inference/releases.ts).
-       */
-      roomy?: boolean;
-    }
+    } & Partial<HandoverAnswer>)
   | { ok: false; code: "no_capacity" | "capacity_exceeded" };
 
 /** How a lease ended, for the instance's health score. */

@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { makeSeed, TINY_CHUTE } from "../../scripts/lib/seed.ts";
 import { startGateway, type Gateway } from "../support/gateway.ts";
 import { routerOf, routerSnapshot, waitForInstances } from "../support/router.ts";
-import { UpstreamAgents } from "../support/upstream-agents.ts";
+import { instanceOf, UpstreamAgents } from "../support/upstream-agents.ts";
 
 /**
  * Slot handover: a finished request's router slot, while it waits to go back, goes straight to
@@ -59,6 +59,54 @@ describe("slot handover", () => {
     const full = await routerSnapshot(gw, TINY_CHUTE.id);
     expect(full.stats.requests - roomy.stats.requests).toBe(12);
     expect(full.handovers).toBe(roomy.handovers);
+  });
+
+  it("a slow instance's slots are not handed over: once the router knows it lags, requests go to the fast instance", async () => {
+    const ask = async () => (await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "hello" }], max_tokens: 20 })).id;
+    // The router learns the fast instance's speed first...
+    await fleet.start("miner-b", { delayPerTokenMs: 1 }, 4);
+    await waitForInstances(gw, TINY_CHUTE.id, 1);
+    for (let i = 0; i < 3; i++) await ask();
+    // ...then a slow one joins (0.2 s a request). Its speed unknown, it ties with the fast one and
+    // wins on its id: the next request goes to it. Every later request of this one client falls
+    // inside the time a slot waits to go back, and within the router's "roomy" answer (renewed by
+    // the handover notes), so without the router saying that the instance lags the client would
+    // take the slow slot over for all its requests.
+    await fleet.start("miner-a", { delayPerTokenMs: 10 }, 4);
+    await waitForInstances(gw, TINY_CHUTE.id, 2);
+    await new Promise((r) => setTimeout(r, 300)); // the warm-up's slot has gone back, its "roomy" answer lapsed
+    const ids: string[] = [];
+    for (let i = 0; i < 10; i++) ids.push(await ask());
+    const servedBy = async (id: string) =>
+      (await gw.db.prepare("SELECT instance_id FROM invocations WHERE id = ?").bind(id).first<{ instance_id: string | null }>())?.instance_id ?? null;
+    await expect.poll(async () => (await Promise.all(ids.map(servedBy))).filter((s) => s !== null).length).toBe(10);
+    const served = (await Promise.all(ids.map(servedBy))).map((s) => (s === instanceOf("miner-a") ? "slow" : s === instanceOf("miner-b") ? "fast" : s));
+    expect(served[0]).toBe("slow");
+    // The slow request's report reaches the router with the next handover note; from its answer on, the slot goes back.
+    expect(served.filter((s) => s === "slow").length).toBeLessThanOrEqual(3);
+    expect(served.slice(3)).toEqual(Array(7).fill("fast"));
+  });
+
+  it("the router names the instances that lag (slower than the fastest, or failing) so that their slots are not handed over", async () => {
+    const chute = "chute-lagging";
+    const router = await routerOf(gw, chute);
+    await router.register("miner-x", [{ instanceId: "fast", maxConcurrency: 4 }, { instanceId: "slow", maxConcurrency: 4 }, { instanceId: "flaky", maxConcurrency: 4 }], chute);
+    const leaseOn = async (instanceId: string) => {
+      const l = await router.acquire({ chute, avoid: ["fast", "slow", "flaky"].filter((i) => i !== instanceId), waitMs: 0, prefixes: [], weight: 1 });
+      if (!l.ok) throw new Error(`no lease: ${l.code}`);
+      return l;
+    };
+    const [f, s, k] = [await leaseOn("fast"), await leaseOn("slow"), await leaseOn("flaky")];
+    // Nothing is known of anyone's speed yet: no instance lags.
+    expect(f).toMatchObject({ ok: true, roomy: true });
+    expect(k).not.toHaveProperty("lagging");
+    const answer = await router.releaseMany([
+      { leaseId: f.leaseId, report: { result: "ok", ttftMs: 5, tokens: 100, streamMs: 100 } }, // 1,000 tokens/s
+      { leaseId: s.leaseId, report: { result: "ok", ttftMs: 5, tokens: 100, streamMs: 1_000 } }, // 100 tokens/s
+      { leaseId: k.leaseId, report: { result: "failed" } },
+    ]);
+    expect(answer.roomy).toBe(true);
+    expect(answer.lagging?.slice().sort()).toEqual(["flaky", "slow"]);
   });
 
   it("a handover note that reaches the router after its lease's release still counts the request and its report", async () => {

@@ -1,4 +1,4 @@
-import type { AcquireRequest, AcquireResult, LeaseRelease, RouterSnapshot } from "../../durable-objects/router-types.ts";
+import type { AcquireRequest, AcquireResult, HandoverAnswer, LeaseRelease, RouterSnapshot } from "../../durable-objects/router-types.ts";
 import type { Gateway } from "./gateway.ts";
 
 export type Snapshot = RouterSnapshot;
@@ -7,7 +7,7 @@ export type Snapshot = RouterSnapshot;
 export interface RouterClient {
   register(minerId: string, instances: { instanceId: string; maxConcurrency: number }[], chuteId: string): Promise<void>;
   acquire(req: AcquireRequest): Promise<AcquireResult>;
-  releaseMany(released: LeaseRelease[]): Promise<unknown>;
+  releaseMany(released: LeaseRelease[]): Promise<HandoverAnswer>;
   snapshot(): Promise<Snapshot>;
 }
 

@@ -68,7 +68,7 @@ async function acquire(router: DurableObjectStub<ChuteRouter>, req: AcquireReque
   const { released, sent } = takeReleases(req.chute!);
   try {
     const result = await router.acquire(released.length > 0 ? { ...req, released } : req);
-    sent({ roomy: result.ok && result.roomy });
+    sent(result.ok ? result : {});
     return result;
   } catch (err) {
     sent(null, err);

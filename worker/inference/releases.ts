@@ -1,4 +1,4 @@
-import type { AcquireResult, ChuteRouter, LeaseRelease, LeaseReport } from "../../durable-objects/chute-router.ts";
+import type { AcquireResult, ChuteRouter, HandoverAnswer, LeaseRelease, LeaseReport } from "../../durable-objects/chute-router.ts";
 import { log } from "../log.ts";
 import { awaitShared } from "../runtime/shared-wait.ts";
 import { mayTakeOver } from "./prefix.ts";
@@ -11,10 +11,11 @@ import { mayTakeOver } from "./prefix.ts";
  * Meanwhile the isolate's next request for the chute may take the slot over instead of asking
  * the router (one round trip less per request under load), when the router said at its last
  * answer that nobody was waiting and slots were free besides (so no other request is kept from
- * the slot), the finished request went well, and the new one has nothing else to be routed by
- * (the same weight, and no conversation prefix the instance may not hold). The router hears of
- * the handover with the next call, as it would of the release: it counts the request and notes
- * its prefixes.
+ * the slot) and that the slot's instance does not lag behind the chute's others (a slow or
+ * failing instance's traffic is the router's to shift), the finished request went well, and the
+ * new one has nothing else to be routed by (the same weight, and no conversation prefix the
+ * instance may not hold). The router hears of the handover with the next call, as it would of
+ * the release: it counts the request and notes its prefixes.
  */
 export const DEFAULT_RELEASE_DELAY_MS = 5;
 /** Handover notes alone (no slot to give back) wait this long for a call to ride with. */
@@ -48,8 +49,9 @@ interface ChuteReleases {
   /** When the armed flush is due (Infinity: none armed), and which timer it is (older ones do nothing). */
   flushAt: number;
   timer: number;
-  /** Until when the router's last answer lets slots be handed over. */
+  /** Until when the router's last answer lets slots be handed over, except those on `lagging` instances. */
   roomyUntil: number;
+  lagging: readonly string[];
 }
 
 const chutes = new Map<string, ChuteReleases>();
@@ -59,15 +61,17 @@ type Router = DurableObjectStub<ChuteRouter>;
 function stateOf(chuteId: string): ChuteReleases {
   let s = chutes.get(chuteId);
   if (!s) {
-    s = { pending: [], flushAt: Infinity, timer: 0, roomyUntil: 0 };
+    s = { pending: [], flushAt: Infinity, timer: 0, roomyUntil: 0, lagging: [] };
     chutes.set(chuteId, s);
   }
   return s;
 }
 
-/** Note the router's answer: whether slots may be handed over for a while. */
-function routerSaid(chuteId: string, roomy: boolean | undefined): void {
-  stateOf(chuteId).roomyUntil = roomy ? Date.now() + ROOMY_FOR_MS : 0;
+/** Note the router's answer: whether slots may be handed over for a while, and which may not. */
+function routerSaid(chuteId: string, answer: Partial<HandoverAnswer>): void {
+  const s = stateOf(chuteId);
+  s.roomyUntil = answer.roomy ? Date.now() + ROOMY_FOR_MS : 0;
+  s.lagging = answer.lagging ?? [];
 }
 
 /** Queue a release, sent within `delayMs`; resolves once the router has it (pass it to waitUntil). */
@@ -90,6 +94,8 @@ export function takeOver(chuteId: string, weight: number, prefixes: string[]): E
   if (!s || s.roomyUntil < Date.now()) return null;
   for (const p of s.pending) {
     if (p.handedOver || (p.report && p.report.result !== "ok") || p.lease.weight !== weight) continue;
+    // A lagging instance's traffic is the router's to shift elsewhere.
+    if (s.lagging.includes(p.lease.instanceId)) continue;
     // A conversation goes where the router's prefix affinity sends it (see mayTakeOver).
     if (!mayTakeOver(p.lease.prefixes, prefixes)) continue;
     p.handedOver = { prefixes };
@@ -117,7 +123,7 @@ function dueAt(s: ChuteReleases): number {
  * Releases and handover notes to send (with an acquire, or on their own); call `sent` once the
  * router answered (with its answer), or with the error when it did not.
  */
-export function takeReleases(chuteId: string): { released: LeaseRelease[]; sent: (answer: { roomy?: boolean } | null, error?: unknown) => void } {
+export function takeReleases(chuteId: string): { released: LeaseRelease[]; sent: (answer: Partial<HandoverAnswer> | null, error?: unknown) => void } {
   const s = chutes.get(chuteId);
   const list = s?.pending ?? [];
   if (s) {
@@ -131,7 +137,7 @@ export function takeReleases(chuteId: string): { released: LeaseRelease[]; sent:
       ...(handedOver ? { handedOver: { ...handedOver, instanceId: lease.instanceId } } : {}),
     })),
     sent: (answer, error) => {
-      if (answer) routerSaid(chuteId, answer.roomy);
+      if (answer) routerSaid(chuteId, answer);
       // A router that did not answer lost its leases anyway (they live in its memory): a lost
       // release only leaves the slot to its expiry.
       if (error !== undefined && list.length > 0) {
