@@ -15,6 +15,7 @@ import { DurableObject } from "cloudflare:workers";
  * The instance table, which changes rarely, is stored.
  */
 
+import { stubByName } from "../worker/runtime/object-ids.ts";
 import type { ChuteScaler } from "./chute-scaler.ts";
 import { MetaTable } from "./meta-table.ts";
 import { HealthBook, healthFactor } from "./router-health.ts";
@@ -154,7 +155,7 @@ export class ChuteRouter extends DurableObject<Env> {
       return;
     }
     this.pokedAt = now;
-    const scaler = ns.get(ns.idFromName(chuteId));
+    const scaler = stubByName(ns, chuteId);
     this.ctx.waitUntil(scaler.poke(chuteId).catch(() => undefined));
   }
 

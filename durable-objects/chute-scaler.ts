@@ -6,6 +6,7 @@ import { Gpu, pickGpus, type DeploySpec } from "../protocol/index.ts";
 import { chutes, miners } from "../worker/db/schema.ts";
 import { numberVar } from "../worker/env.ts";
 import { log } from "../worker/log.ts";
+import { stubByName } from "../worker/runtime/object-ids.ts";
 import { MetaTable } from "./meta-table.ts";
 import type { RouterSnapshot } from "./router-types.ts";
 import type { ScalerState } from "./scaler-types.ts";
@@ -289,11 +290,11 @@ export class ChuteScaler extends DurableObject<Env> {
   }
 
   private router(chuteId: string) {
-    return this.env.CHUTE_ROUTER.get(this.env.CHUTE_ROUTER.idFromName(chuteId));
+    return stubByName(this.env.CHUTE_ROUTER, chuteId);
   }
 
   private session(minerId: string) {
-    return this.env.MINER_SESSION.get(this.env.MINER_SESSION.idFromName(minerId));
+    return stubByName(this.env.MINER_SESSION, minerId);
   }
 }
 
