@@ -160,23 +160,21 @@ export class ChuteRouter extends DurableObject<Env> {
   }
 
   /**
-   * Whether an isolate may hand a finished request's slot to its next request: nobody waits, and
-   * a slot is free besides (so a request of another isolate would not have been turned away);
-   * and on which instances it may not (they lag behind the others: the router routes those).
+   * Whether an isolate may hand a finished request's slot to its next request (see roomy), and
+   * on which instances it may not (they lag behind the others: the router routes those).
    */
   private handover(): HandoverAnswer {
-    if (this.waiters.length > 0) return { roomy: false };
-    let free = false;
-    for (const inst of this.instances.values()) {
-      if ((this.inflight.get(inst.instanceId) ?? 0) < inst.maxConcurrency) {
-        free = true;
-        break;
-      }
-    }
-    if (!free) return { roomy: false };
+    if (!this.roomy()) return { roomy: false };
     const lagging = this.health.lagging();
     if (lagging.length > MAX_LAGGING) return { roomy: false };
     return lagging.length > 0 ? { roomy: true, lagging } : { roomy: true };
+  }
+
+  /** Nobody waits, and a slot is free besides (so a request of another isolate would not have been turned away). */
+  private roomy(): boolean {
+    if (this.waiters.length > 0) return false;
+    for (const inst of this.instances.values()) if ((this.inflight.get(inst.instanceId) ?? 0) < inst.maxConcurrency) return true;
+    return false;
   }
 
   /** Give a slot back, with how the request went. Idempotent: releasing an unknown lease does nothing. */
