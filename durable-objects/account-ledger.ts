@@ -1,5 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import { MetaTable } from "./meta-table.ts";
+import { rateState, rateWindow, RateWindows } from "./ledger-rates.ts";
 
 /**
  * One per account: the account's money, in integer nano-USD. An append-only ledger of entries
@@ -23,8 +24,6 @@ import type {
   LeaseSync,
   LeaseSyncResult,
   QuotaResult,
-  RateGrant,
-  RateRequest,
   RateState,
   SettleResult,
 } from "./ledger-types.ts";
@@ -32,19 +31,19 @@ import type {
 export type { AdmitRequest, AdmitResult, HoldResult, LedgerAudit, LedgerEntry, LedgerSummary, LeaseSync, LeaseSyncResult, QuotaResult, RateState, SettleResult };
 
 const SCHEMA_VERSION = 2;
-/** Rate limits count requests and tokens per key in one-minute windows. */
-const RATE_WINDOW_MS = 60_000;
 /** How often the expiry alarm looks again while holds remain. */
 const MAX_ALARM_DELAY_MS = 60 * 60_000;
 
 export class AccountLedger extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   private readonly meta: MetaTable;
+  private readonly rates: RateWindows;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.meta = new MetaTable(this.sql);
+    this.rates = new RateWindows(this.sql);
     void ctx.blockConcurrencyWhile(async () => this.migrate());
   }
 
@@ -161,10 +160,9 @@ export class AccountLedger extends DurableObject<Env> {
 
   private tryAdmit(req: AdmitRequest): AdmitResult {
     return this.ctx.storage.transactionSync((): AdmitResult => {
-      const now = Date.now();
-      const window = Math.floor(now / RATE_WINDOW_MS);
-      const used = this.rateUsed(req.rate.keyId, window);
-      const state = (requests: number, tokens: number): RateState => rateState(req.rate, requests, tokens, (window + 1) * RATE_WINDOW_MS - now);
+      const { window, resetMs } = rateWindow(Date.now());
+      const used = this.rates.used(req.rate.keyId, window);
+      const state = (requests: number, tokens: number): RateState => rateState(req.rate, requests, tokens, resetMs);
       const before = state(used.requests, used.tokens);
       if (req.rate.rpm > 0 && used.requests + 1 > req.rate.rpm) return { ok: false, reason: "requests", rate: before };
       if (req.rate.tpm > 0 && used.tokens + req.rate.tokens > req.rate.tpm) return { ok: false, reason: "tokens", rate: before };
@@ -184,7 +182,7 @@ export class AccountLedger extends DurableObject<Env> {
         const quota = this.countFree(req.freeQuota);
         if (!quota.ok) return { ok: false, reason: "quota", rate: before, quota };
       }
-      this.countRate(req.rate.keyId, window, 1, req.rate.tokens);
+      this.rates.count(req.rate.keyId, window, 1, req.rate.tokens);
       return { ok: true, rate: state(used.requests + 1, used.tokens + req.rate.tokens), holdNano };
     });
   }
@@ -251,7 +249,7 @@ export class AccountLedger extends DurableObject<Env> {
       await this.sync(accountId);
       held = this.ctx.storage.transactionSync(() => this.sizeLease(req));
     }
-    const rates = this.ctx.storage.transactionSync(() => req.rates.map((r) => this.grantRate(r)));
+    const rates = this.ctx.storage.transactionSync(() => req.rates.map((r) => this.rates.grant(r, Date.now())));
     const { balance, held: allHeld } = this.totals();
     const version = (this.meta.number("lease_version") ?? 0) + 1;
     this.meta.set("lease_version", version);
@@ -330,56 +328,6 @@ export class AccountLedger extends DurableObject<Env> {
     return amount;
   }
 
-  /** Give back a wallet's unused grant (same minute only), then grant what it asks within the key's limits. */
-  private grantRate(r: LeaseSync["rates"][number]): RateGrant {
-    const now = Date.now();
-    const window = Math.floor(now / RATE_WINDOW_MS);
-    if (r.returnWindow === window && (r.returnRequests > 0 || r.returnTokens > 0)) {
-      this.sql.exec(
-        "UPDATE rates SET requests = max(0, requests - ?), tokens = max(0, tokens - ?) WHERE key_id = ? AND window = ?",
-        r.returnRequests,
-        r.returnTokens,
-        r.keyId,
-        window,
-      );
-    }
-    const used = this.rateUsed(r.keyId, window);
-    const grantedRequests = r.rpm > 0 ? Math.min(r.wantRequests, Math.max(0, r.rpm - used.requests)) : r.wantRequests;
-    const grantedTokens = r.tpm > 0 ? Math.min(r.wantTokens, Math.max(0, r.tpm - used.tokens)) : r.wantTokens;
-    this.countRate(r.keyId, window, grantedRequests, grantedTokens);
-    return {
-      keyId: r.keyId,
-      window,
-      grantedRequests,
-      grantedTokens,
-      usedRequests: used.requests + grantedRequests,
-      usedTokens: used.tokens + grantedTokens,
-      resetMs: (window + 1) * RATE_WINDOW_MS - now,
-    };
-  }
-
-  /** What the key has used in the minute `window` (admitted requests, their token worst cases, wallet grants). */
-  private rateUsed(keyId: string, window: number): { requests: number; tokens: number } {
-    return this.sql
-      .exec<{ requests: number; tokens: number }>("SELECT requests, tokens FROM rates WHERE key_id = ? AND window = ?", keyId, window)
-      .toArray()[0] ?? { requests: 0, tokens: 0 };
-  }
-
-  /** Count requests and tokens against the key's minute `window`; minutes before the previous one are dropped. */
-  private countRate(keyId: string, window: number, requests: number, tokens: number): void {
-    if (requests > 0 || tokens > 0) {
-      this.sql.exec(
-        `INSERT INTO rates (key_id, window, requests, tokens) VALUES (?, ?, ?, ?)
-         ON CONFLICT (key_id, window) DO UPDATE SET requests = requests + excluded.requests, tokens = tokens + excluded.tokens`,
-        keyId,
-        window,
-        requests,
-        tokens,
-      );
-    }
-    this.sql.exec("DELETE FROM rates WHERE window < ?", window - 1);
-  }
-
   /** The request's real token count replaces its worst case in the window it was admitted in. */
   private correctRate(id: string, usedTokens: number): void {
     const h = this.sql
@@ -389,12 +337,7 @@ export class AccountLedger extends DurableObject<Env> {
       )
       .toArray()[0];
     if (!h || h.rate_key === null || h.rate_window === null || h.rate_tokens === null) return;
-    this.sql.exec(
-      "UPDATE rates SET tokens = max(0, tokens - ?) WHERE key_id = ? AND window = ?",
-      Math.max(0, h.rate_tokens - usedTokens),
-      h.rate_key,
-      h.rate_window,
-    );
+    this.rates.uncountTokens(h.rate_key, h.rate_window, Math.max(0, h.rate_tokens - usedTokens));
   }
 
   /** Count one request of a free chute against today's quota (UTC day). */
@@ -465,16 +408,6 @@ export class AccountLedger extends DurableObject<Env> {
       if (current === null || current > at) return this.ctx.storage.setAlarm(at);
     });
   }
-}
-
-function rateState(r: RateRequest, requests: number, tokens: number, resetMs: number): RateState {
-  return {
-    limitRequests: r.rpm,
-    remainingRequests: r.rpm > 0 ? Math.max(0, r.rpm - requests) : Number.MAX_SAFE_INTEGER,
-    limitTokens: r.tpm,
-    remainingTokens: r.tpm > 0 ? Math.max(0, r.tpm - tokens) : Number.MAX_SAFE_INTEGER,
-    resetMs,
-  };
 }
 
 function assertAmount(n: number): void {

@@ -1,6 +1,7 @@
 import type { AccountLedger } from "../../durable-objects/account-ledger.ts";
 import type { LeaseSync, LeaseSyncResult, RateRequest, RateState } from "../../durable-objects/ledger-types.ts";
 import { log } from "../log.ts";
+import { RateGrants, type RateTaken } from "./rate-grants.ts";
 import { awaitShared } from "../runtime/shared-wait.ts";
 import { SharedTimer } from "../runtime/shared-timer.ts";
 
@@ -30,14 +31,6 @@ const RETRY_AFTER_MS = 1_000;
 const IDLE_CLOSE_MS = 250;
 /** The slice asked for on top of what the waiting requests need, in typical worst cases. */
 const SLICE_REQUESTS = 32;
-/**
- * Rate grants kept here beyond what waiting requests need: about twice what the key used here in
- * a recent RATE_STOCK_MS, and never more than this fraction of its per-minute limit. Anything
- * beyond that goes back with the next call, so grants idle in an isolate cannot crowd out the
- * key's requests elsewhere.
- */
-const RATE_STOCK_MS = 500;
-const RATE_SLICE = 1 / 20;
 
 export interface WalletAsk {
   invocationId: string;
@@ -52,24 +45,6 @@ export type WalletAdmit =
   | { ok: false; reason: "requests" | "tokens"; rate: RateState }
   | { ok: false; reason: "funds"; rate: RateState; availableNano: number; requiredNano: number };
 
-interface KeyGrant {
-  rpm: number;
-  tpm: number;
-  window: number;
-  /** Granted by the ledger and not yet used by a request here. */
-  requests: number;
-  tokens: number;
-  /** The ledger's counts after its last grant (including what it granted here). */
-  usedRequests: number;
-  usedTokens: number;
-  /** When the window resets, as epoch ms. */
-  resetAt: number;
-  /** Requests and tokens taken here in the current and the previous RATE_STOCK_MS period. */
-  period: number;
-  takenRequests: [number, number];
-  takenTokens: [number, number];
-}
-
 interface Charge {
   id: string;
   costNano: number;
@@ -78,7 +53,6 @@ interface Charge {
 
 type LedgerStub = DurableObjectStub<AccountLedger>;
 
-const RATE_WINDOW_MS = 60_000;
 /**
  * A lease outlives a silent isolate this long before the ledger takes it back. Every call renews
  * it, and an admission renews it when the last call is a third of that old. (A request that
@@ -96,7 +70,7 @@ export class Wallet {
   /** Charges not yet applied by the ledger as far as this wallet knows (queued, or in a call under way). */
   private unapplied = 0;
   private queue: Charge[] = [];
-  private readonly grants = new Map<string, KeyGrant>();
+  private readonly rates = new RateGrants();
   /** The ledger's available balance outside every lease, as of the last call. */
   private ledgerAvailable = 0;
   private inflight = 0;
@@ -152,67 +126,32 @@ export class Wallet {
 
   private tryTake(ask: WalletAsk): WalletAdmit {
     const now = Date.now();
-    const grant = this.grantOf(ask.rate, now);
-    const rate = rateState(ask.rate, grant, now);
-    if (ask.rate.rpm > 0 && grant.requests < 1) return { ok: false, reason: "requests", rate };
-    if (ask.rate.tpm > 0 && grant.tokens < ask.rate.tokens) return { ok: false, reason: "tokens", rate };
+    const check = this.rates.check(ask.rate, now);
+    if (check.refused) return { ok: false, reason: check.refused, rate: check.state };
     const free = this.held - this.reserved - this.unapplied;
     if (free < ask.amountNano) {
-      return { ok: false, reason: "funds", rate, availableNano: Math.max(0, free) + this.ledgerAvailable, requiredNano: ask.amountNano };
+      return { ok: false, reason: "funds", rate: check.state, availableNano: Math.max(0, free) + this.ledgerAvailable, requiredNano: ask.amountNano };
     }
     this.reserved += ask.amountNano;
     this.inflight++;
-    if (ask.rate.rpm > 0) grant.requests--;
-    if (ask.rate.tpm > 0) grant.tokens -= ask.rate.tokens;
-    rollPeriod(grant, now);
-    grant.takenRequests[0] += 1;
-    grant.takenTokens[0] += ask.rate.tokens;
-    const counted = { window: grant.window, tokens: ask.rate.tpm > 0 ? ask.rate.tokens : 0 };
+    const { taken, state } = this.rates.take(check, now);
     let settled: Promise<number> | null = null;
     return {
       ok: true,
-      rate: rateState(ask.rate, grant, now),
-      settle: (costNano, usedTokens) => (settled ??= this.settle(ask, counted, costNano, usedTokens)),
+      rate: state,
+      settle: (costNano, usedTokens) => (settled ??= this.settle(ask, taken, costNano, usedTokens)),
     };
-  }
-
-  /** The key's grant for this minute (an empty one when the minute changed). */
-  private grantOf(rate: RateRequest, now: number): KeyGrant {
-    const window = Math.floor(now / RATE_WINDOW_MS);
-    const prev = this.grants.get(rate.keyId);
-    let g = prev;
-    if (!g || g.window !== window) {
-      g = {
-        rpm: rate.rpm,
-        tpm: rate.tpm,
-        window,
-        requests: 0,
-        tokens: 0,
-        usedRequests: 0,
-        usedTokens: 0,
-        resetAt: (window + 1) * RATE_WINDOW_MS,
-        period: prev?.period ?? 0,
-        takenRequests: prev?.takenRequests ?? [0, 0],
-        takenTokens: prev?.takenTokens ?? [0, 0],
-      };
-      this.grants.set(rate.keyId, g);
-    }
-    g.rpm = rate.rpm;
-    g.tpm = rate.tpm;
-    return g;
   }
 
   /**
    * The request ended: its worst case returns to the slice at once and its charge is sent with
    * others within FLUSH_AFTER_MS. Resolves with what the ledger charged.
    */
-  private settle(ask: WalletAsk, counted: { window: number; tokens: number }, costNano: number, usedTokens: number): Promise<number> {
+  private settle(ask: WalletAsk, taken: RateTaken, costNano: number, usedTokens: number): Promise<number> {
     const charge = Math.min(Math.max(0, costNano), ask.amountNano);
     this.reserved -= ask.amountNano;
     this.inflight--;
-    // The worst case counted against the key's tokens is corrected to what was used.
-    const grant = this.grants.get(ask.rate.keyId);
-    if (grant && grant.window === counted.window && counted.tokens > 0) grant.tokens += Math.max(0, counted.tokens - usedTokens);
+    this.rates.settle(ask.rate.keyId, taken, usedTokens);
     if (charge === 0) {
       this.maybeIdle();
       return Promise.resolve(0);
@@ -266,7 +205,7 @@ export class Wallet {
     try {
       await this.call(true);
       if (this.held === 0 && this.idle() && this.queue.length === 0) {
-        this.grants.clear();
+        this.rates.clear();
         this.onClosed();
       }
     } finally {
@@ -292,7 +231,7 @@ export class Wallet {
       extraNano: closing ? 0 : this.extraWanted(waitingNano),
       shrink: closing,
       ttlMs: Math.min(LEASE_TTL_MS, this.waiting[0]?.ttlMs ?? LEASE_TTL_MS),
-      rates: this.rateRequests(closing),
+      rates: this.rates.requests(this.waiting.map((w) => w.rate), closing, Date.now()),
     };
     this.calls++;
     this.lastCallAt = Date.now();
@@ -317,20 +256,7 @@ export class Wallet {
       this.ledgerAvailable = res.availableNano;
     }
     for (const c of batch) c.resolve(res.charged[c.id] ?? 0);
-    for (const g of res.rates) {
-      const mine = this.grants.get(g.keyId);
-      if (!mine) continue;
-      if (mine.window !== g.window) {
-        mine.window = g.window;
-        mine.requests = 0;
-        mine.tokens = 0;
-      }
-      mine.requests += g.grantedRequests;
-      mine.tokens += g.grantedTokens;
-      mine.usedRequests = g.usedRequests;
-      mine.usedTokens = g.usedTokens;
-      mine.resetAt = Date.now() + g.resetMs;
-    }
+    this.rates.apply(res.rates, Date.now());
   }
 
   /**
@@ -342,68 +268,10 @@ export class Wallet {
     const free = this.held - this.reserved - this.unapplied;
     return free - waitingNano < slice / 2 ? Math.max(waitingNano, slice) : 0;
   }
-
-  /**
-   * Per key: what waiting requests need plus a stock sized by recent use, asked for when the
-   * stock runs low; what is held beyond the stock (everything, when closing) is given back.
-   * What is given back leaves the local grant before the call, so nothing is spent twice.
-   */
-  private rateRequests(closing: boolean): LeaseSync["rates"] {
-    const now = Date.now();
-    const out: LeaseSync["rates"] = [];
-    for (const [keyId, g] of this.grants) {
-      rollPeriod(g, now);
-      const waiting = this.waiting.filter((w) => w.rate.keyId === keyId);
-      const waitingTokens = waiting.reduce((s, w) => s + w.rate.tokens, 0);
-      const stock = (taken: [number, number], limit: number) =>
-        closing ? 0 : Math.min(Math.ceil(limit * RATE_SLICE), 2 * Math.max(taken[0], taken[1]) + 1);
-      const stockRequests = stock(g.takenRequests, g.rpm);
-      const stockTokens = stock(g.takenTokens, g.tpm);
-      const returnRequests = g.rpm > 0 ? Math.max(0, g.requests - stockRequests) : 0;
-      const returnTokens = g.tpm > 0 ? Math.max(0, g.tokens - stockTokens) : 0;
-      g.requests -= returnRequests;
-      g.tokens -= returnTokens;
-      const want = (need: number, held: number, stockOf: number) =>
-        need > 0 || held < stockOf / 2 ? need + Math.max(0, stockOf - held) : 0;
-      out.push({
-        keyId,
-        rpm: g.rpm,
-        tpm: g.tpm,
-        returnWindow: g.window,
-        returnRequests,
-        returnTokens,
-        wantRequests: closing || g.rpm === 0 ? 0 : want(waiting.length, g.requests, stockRequests),
-        wantTokens: closing || g.tpm === 0 ? 0 : want(waitingTokens, g.tokens, stockTokens),
-      });
-    }
-    return out;
-  }
-}
-
-/** Start a new RATE_STOCK_MS period when the current one is over (the counts shift by one). */
-function rollPeriod(g: KeyGrant, now: number): void {
-  const period = Math.floor(now / RATE_STOCK_MS);
-  if (period === g.period) return;
-  g.takenRequests = [0, period === g.period + 1 ? g.takenRequests[0] : 0];
-  g.takenTokens = [0, period === g.period + 1 ? g.takenTokens[0] : 0];
-  g.period = period;
 }
 
 function sum(charges: Charge[]): number {
   return charges.reduce((s, c) => s + c.costNano, 0);
-}
-
-/** The key's standing as the ledger last counted it, less what this wallet holds unused. */
-function rateState(r: RateRequest, g: KeyGrant, now: number): RateState {
-  const usedRequests = g.usedRequests - g.requests;
-  const usedTokens = g.usedTokens - g.tokens;
-  return {
-    limitRequests: r.rpm,
-    remainingRequests: r.rpm > 0 ? Math.max(0, r.rpm - usedRequests) : Number.MAX_SAFE_INTEGER,
-    limitTokens: r.tpm,
-    remainingTokens: r.tpm > 0 ? Math.max(0, r.tpm - usedTokens) : Number.MAX_SAFE_INTEGER,
-    resetMs: Math.max(0, g.resetAt - now),
-  };
 }
 
 async function callWithRetry(ledger: () => LedgerStub, accountId: string, req: LeaseSync): Promise<LeaseSyncResult> {
