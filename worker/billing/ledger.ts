@@ -6,6 +6,7 @@ import { numberVar } from "../env.ts";
 import { ApiError } from "../errors.ts";
 import { log } from "../log.ts";
 import { stubByName } from "../runtime/object-ids.ts";
+import { callFresh } from "../runtime/stub-retry.ts";
 import type { AdmitResult, RateState } from "../../durable-objects/ledger-types.ts";
 import { busyWallet, directRequest, type WalletAdmit } from "./wallet.ts";
 import type { ApiKeyRecord } from "../catalog/types.ts";
@@ -127,7 +128,7 @@ export async function openMeter(
     holdNano,
     rateHeaders,
     settle: (costNano, usedTokens) =>
-      (settled ??= (free ? Promise.resolve(0) : settleWithRetry(ledgerOf(env, key.accountId), key.accountId, invocationId, costNano, usedTokens)).finally(() => direct?.())),
+      (settled ??= (free ? Promise.resolve(0) : settleWithRetry(() => ledgerOf(env, key.accountId), key.accountId, invocationId, costNano, usedTokens)).finally(() => direct?.())),
   };
 }
 
@@ -160,25 +161,16 @@ function limitVar(value: string | undefined, fallback: number): number {
   return Number.isSafeInteger(n) && n >= 0 ? n : fallback;
 }
 
-async function settleWithRetry(
-  ledger: DurableObjectStub<AccountLedger>,
-  accountId: string,
-  id: string,
-  costNano: number,
-  usedTokens: number,
-): Promise<number> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return (await ledger.settle(accountId, id, costNano, usedTokens)).chargedNano;
-    } catch (err) {
-      // Settles are idempotent by invocation id, so retrying cannot double-charge. If every
-      // attempt fails the hold expires and is released (the account is not charged).
-      if (attempt >= 3) {
-        log.error("ledger.settle_failed", { component: "gateway", id, costNano, error: String(err) });
-        return 0;
-      }
-      await new Promise((r) => setTimeout(r, 100 * attempt));
-    }
+/**
+ * Settles are idempotent by invocation id, so retrying cannot double-charge. If every attempt
+ * fails the hold expires and is released (the account is not charged).
+ */
+async function settleWithRetry(ledger: () => DurableObjectStub<AccountLedger>, accountId: string, id: string, costNano: number, usedTokens: number): Promise<number> {
+  try {
+    return (await callFresh(ledger, (l) => l.settle(accountId, id, costNano, usedTokens), 3, 100)).chargedNano;
+  } catch (err) {
+    log.error("ledger.settle_failed", { component: "gateway", id, costNano, error: String(err) });
+    return 0;
   }
 }
 

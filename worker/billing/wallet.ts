@@ -4,6 +4,7 @@ import { log } from "../log.ts";
 import { RateGrants, type RateTaken } from "./rate-grants.ts";
 import { awaitShared } from "../runtime/shared-wait.ts";
 import { SharedTimer } from "../runtime/shared-timer.ts";
+import { callFresh } from "../runtime/stub-retry.ts";
 
 /**
  * An isolate's wallet for one account: a slice of the account's balance (a lease, held on the
@@ -274,18 +275,14 @@ function sum(charges: Charge[]): number {
   return charges.reduce((s, c) => s + c.costNano, 0);
 }
 
-async function callWithRetry(ledger: () => LedgerStub, accountId: string, req: LeaseSync): Promise<LeaseSyncResult> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      // A stub per call: a stub belongs to the request that made it, and calls run on behalf of many.
-      return await ledger().lease(accountId, req);
-    } catch (err) {
-      // Charges are applied once per invocation id, and the sizing is absolute, so a retried
-      // call cannot charge twice. (Rate grants could be counted twice: they only err towards refusing.)
-      if (attempt >= 3) throw err;
-      await new Promise((r) => setTimeout(r, 50 * attempt));
-    }
-  }
+/**
+ * Charges are applied once per invocation id, and the sizing is absolute, so a retried call cannot
+ * charge twice. (Rate grants could be counted twice: they only err towards refusing.) A stub per
+ * attempt: a stub belongs to the request that made it, calls run on behalf of many, and a stub
+ * that failed stays broken.
+ */
+function callWithRetry(ledger: () => LedgerStub, accountId: string, req: LeaseSync): Promise<LeaseSyncResult> {
+  return callFresh(ledger, (l) => l.lease(accountId, req), 3, 50);
 }
 
 const wallets = new Map<string, Wallet>();
