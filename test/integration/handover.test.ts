@@ -8,7 +8,7 @@ import { instanceOf, UpstreamAgents } from "../support/upstream-agents.ts";
 /**
  * Slot handover: a finished request's router slot, while it waits to go back, goes straight to
  * the isolate's next request for the chute (see worker/inference/releases.ts). Whether a request
- * arrives within the default 5 ms wait is up to the machine's timing, so this gateway lets slots
+ * arrives within the default 20 ms wait is up to the machine's timing, so this gateway lets slots
  * wait 200 ms (`SLOT_RELEASE_DELAY_MS`): a client's next request always falls inside it.
  */
 const RELEASE_DELAY_MS = 200;
@@ -123,5 +123,45 @@ describe("slot handover", () => {
     expect(snap.stats.requests).toBe(2); // the acquire's request and the handed-over one
     expect(snap.handovers).toBe(1);
     expect(snap.instances).toEqual([expect.objectContaining({ instanceId: "inst-x", inflight: 0, health: expect.objectContaining({ served: 2 }) })]);
+  });
+});
+
+/**
+ * A slot waits to go back (for a request to take it over) only while the router says the chute
+ * has room. Here a slot would wait 3 s; on a full chute it must go back at once instead, since a
+ * request queued at the router is waiting for it.
+ */
+describe("slot release on a full chute", () => {
+  let full: Gateway;
+  const agents = new UpstreamAgents(() => full);
+  beforeAll(async () => {
+    full = await startGateway({ seed: makeSeed({ minerNames: ["miner-a"] }), vars: { QUEUE_WAIT_MS: "10000", SLOT_RELEASE_DELAY_MS: "3000" } });
+  });
+  afterAll(async () => {
+    await agents.close();
+    await full?.close();
+  });
+
+  it("goes back at once, not after the wait kept for handovers: the request queued for it is served", async () => {
+    await agents.start("miner-a", { delayPerTokenMs: 20 }, 1);
+    await waitForInstances(full, TINY_CHUTE.id, 1);
+    const c = new OpenAI({ baseURL: full.baseURL, apiKey: full.seed.apiKey, maxRetries: 0 });
+    const ask = async (maxTokens: number) => {
+      await c.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "hi" }], max_tokens: maxTokens });
+      return Date.now();
+    };
+    const snapshot = () => routerSnapshot(full, TINY_CHUTE.id);
+    const meanwhile = { interval: 20, timeout: 10_000 };
+    // The first request holds the only slot for about 2 s; the second queues at the router meanwhile.
+    const first = ask(100);
+    await expect.poll(async () => (await snapshot()).instances[0]?.inflight, meanwhile).toBe(1);
+    const second = ask(2);
+    await expect.poll(async () => (await snapshot()).waiting, meanwhile).toBe(1);
+    const [firstEnded, secondEnded] = await Promise.all([first, second]);
+    // The second generates for about 40 ms; the slot kept for a handover would add 3 s.
+    expect(secondEnded - firstEnded).toBeLessThan(1500);
+    const snap = await snapshot();
+    expect(snap.handovers).toBe(0);
+    expect(snap.stats.requests).toBe(2);
   });
 });

@@ -101,9 +101,10 @@ describe("routing", () => {
       [0, 1].map(() => client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "x" }], max_tokens: 30 })),
     );
     expect(both.every((r) => r.choices[0]?.finish_reason === "length")).toBe(true);
-    const recovered = (await routerSnapshot(gw, TINY_CHUTE.id)).instances.find((i) => i.minerId === idOf("miner-a"))!.health;
-    expect(recovered).toMatchObject({ consecutiveFailures: 0, disabledUntil: null });
-    expect(recovered.served).toBeGreaterThanOrEqual(1);
+    // The router hears how a request went when its slot goes back (within the release wait).
+    const healthOfA = async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances.find((i) => i.minerId === idOf("miner-a"))!.health;
+    await expect.poll(healthOfA).toMatchObject({ consecutiveFailures: 0, disabledUntil: null });
+    expect((await healthOfA()).served).toBeGreaterThanOrEqual(1);
   });
 
   it("traffic shifts to the fast instance when instances differ in speed", async () => {
