@@ -6,6 +6,7 @@ import { ROOT, TINY_MODEL } from "../test/support/paths.ts";
 import { TINY_CHUTE } from "../scripts/lib/seed.ts";
 import type { ChatBody } from "./load/http-client.ts";
 import { combineLoads, runLoad, type LoadResult } from "./load/runner.ts";
+import { sliceOf, turnOrder } from "./load/turns.ts";
 import { machine, packageVersion, type Machine } from "./machine.ts";
 import { isolateEngineHost, PeakRss, totalCpuMs } from "./proc.ts";
 import { runFleet, type FleetResult } from "./fleet/run.ts";
@@ -200,16 +201,11 @@ async function measureInTurns(
         if (taking.length === 0) continue;
         log(`${kind}: ${taking.map((e) => e.row.label).join(", ")}, in turns ...`);
         for (let turn = 0; turn < turns; turn++) {
-          for (const e of turn % 2 === 0 ? taking : [...taking].reverse()) {
+          for (const e of turnOrder(turn, taking)) {
             if (e.row.status === "failed") continue;
             const done = (e.slices[kind] ??= []);
-            const slice: Phase = {
-              ...p,
-              durationMs: p.durationMs / turns,
-              maxRequests: Math.ceil(p.maxRequests / turns),
-              // Each row warms up before its first slice of the phase only.
-              warmupMs: done.length === 0 ? p.warmupMs : 0,
-            };
+            // Each row warms up before its first slice of the phase only.
+            const slice: Phase = { ...sliceOf(p, turns), warmupMs: done.length === 0 ? p.warmupMs : 0 };
             const profiling = opts.cpuProfDir && done.length === 0 && (kind === "small" || kind === "stream") ? { dir: opts.cpuProfDir, label: `${e.row.id}.${kind}`, log } : undefined;
             try {
               done.push(await phase(e.target, slice, stream, profile.requestTimeoutMs, profiling, connector(e.target, kind)));

@@ -19,6 +19,16 @@ export interface TurnRow {
   engineCpuMsPerRequest: number;
 }
 
+/** The order of turn `turn`: as given on even turns, reversed on odd ones (A B, B A, A B, ...). */
+export function turnOrder<T>(turn: number, items: readonly T[]): readonly T[] {
+  return turn % 2 === 0 ? items : [...items].reverse();
+}
+
+/** One of `turns` equal slices of a bounded load (its time and its request cap). */
+export function sliceOf<T extends { durationMs: number; maxRequests: number }>(load: T, turns: number): T {
+  return { ...load, durationMs: load.durationMs / turns, maxRequests: Math.ceil(load.maxRequests / turns) };
+}
+
 /**
  * Measures targets in turns (A B, B A, ...): `turns` slices each, so a drift in the machine's
  * speed, tens of percent over minutes here, touches every target alike. Each target warms up
@@ -26,10 +36,9 @@ export interface TurnRow {
  */
 export async function measureTurns(targets: readonly TurnTarget[], load: LoadOptions & { warmupMs: number }, turns: number): Promise<TurnRow[]> {
   const acc = targets.map(() => ({ slices: [] as LoadResult[], gatewayMs: 0, engineMs: 0 }));
-  const slice: LoadOptions = { ...load, durationMs: load.durationMs / turns, maxRequests: Math.ceil(load.maxRequests / turns) };
+  const slice: LoadOptions = sliceOf(load, turns);
   for (let turn = 0; turn < turns; turn++) {
-    const order = targets.map((_, i) => i);
-    for (const i of turn % 2 === 0 ? order : order.reverse()) {
+    for (const i of turnOrder(turn, targets.map((_, i) => i))) {
       const t = targets[i]!;
       const a = acc[i]!;
       const { task, close } = t.connect();
