@@ -127,16 +127,16 @@ describe("slot handover", () => {
 });
 
 /**
- * A slot waits to go back (for a request to take it over) only while the router says the chute
- * has room. Here a slot would wait 3 s; on a full chute it must go back at once instead, since a
- * request queued at the router is waiting for it.
+ * A slot waits to go back (for a request to take it over) only when it could be taken over: the
+ * router says the chute has room, and its request went well. Here such a slot would wait 3 s.
  */
-describe("slot release on a full chute", () => {
+describe("slots that cannot be handed over go back at once", () => {
   let full: Gateway;
   const agents = new UpstreamAgents(() => full);
   beforeAll(async () => {
     full = await startGateway({ seed: makeSeed({ minerNames: ["miner-a"] }), vars: { QUEUE_WAIT_MS: "10000", SLOT_RELEASE_DELAY_MS: "3000" } });
   });
+  afterEach(() => agents.stopAgents());
   afterAll(async () => {
     await agents.close();
     await full?.close();
@@ -163,5 +163,20 @@ describe("slot release on a full chute", () => {
     const snap = await snapshot();
     expect(snap.handovers).toBe(0);
     expect(snap.stats.requests).toBe(2);
+  });
+
+  it("a failed request's slot goes back at once on a chute with room, and the router hears of the failure", async () => {
+    // Two tokens, then the upstream's answer breaks off: the engine fails after its first token (nothing to retry).
+    await agents.start("miner-a", { endAfterTokens: 2 }, 4);
+    await waitForInstances(full, TINY_CHUTE.id, 1);
+    const c = new OpenAI({ baseURL: full.baseURL, apiKey: full.seed.apiKey, maxRetries: 0 });
+    const stream = await c.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "hi" }], max_tokens: 10, stream: true });
+    await expect((async () => {
+      for await (const chunk of stream) void chunk;
+    })()).rejects.toThrow(/ended before finishing/);
+    // Kept for a handover (which a failed request's slot never gets) it would stay busy for 3 s.
+    const soon = { interval: 20, timeout: 1_500 };
+    await expect.poll(async () => (await routerSnapshot(full, TINY_CHUTE.id)).instances[0]?.inflight, soon).toBe(0);
+    expect((await routerSnapshot(full, TINY_CHUTE.id)).instances[0]!.health.consecutiveFailures).toBe(1);
   });
 });

@@ -22,6 +22,8 @@ export interface UpstreamBehaviour {
   stallBeforeFirstToken?: boolean;
   /** Send this many tokens, then hang until the client disconnects or the double closes. */
   stallAfterTokens?: number;
+  /** Send this many tokens, then end the response without finishing it (no finish_reason, no [DONE]). */
+  endAfterTokens?: number;
   /** Answer with this HTTP status and an OpenAI-style error body. */
   failWithStatus?: number;
   /** Message of the error body for `failWithStatus`. */
@@ -211,6 +213,10 @@ async function streamResponse(s: Stream): Promise<void> {
     if (i === b.stallAfterTokens) {
       await flush();
       return hang(s);
+    }
+    if (i === b.endAfterTokens) {
+      await flush();
+      return void s.res.end();
     }
     if (i > 0 && b.delayPerTokenMs && !(await pause(s, b.delayPerTokenMs))) return;
     buffer += tokenChunk(s, piece);

@@ -22,7 +22,8 @@ import { mayTakeOver } from "./prefix.ts";
  */
 export const DEFAULT_RELEASE_DELAY_MS = 20;
 /**
- * The wait while the router's last answer was not roomy. A longer wait while it is roomy holds
+ * The wait while the router's last answer was not roomy, or for a slot that may not be handed
+ * over (its request failed, its instance lags). A longer wait while it is roomy holds
  * nothing back from anyone (slots are free besides) and lets more requests take a slot over: with
  * 16 requests in flight on one isolate, a 5 ms wait sent 45% of requests to the router, 20 ms 8%
  * (a client's next request often comes more than 5 ms after its last ended on a busy machine).
@@ -88,7 +89,8 @@ function routerSaid(chuteId: string, answer: Partial<HandoverAnswer>): void {
 export function queueRelease(router: () => Router, chuteId: string, lease: HeldLease, report: LeaseReport | undefined, delayMs: number): Promise<void> {
   const s = stateOf(chuteId);
   const at = Date.now();
-  const releaseAt = at + (s.roomyUntil >= at ? delayMs : Math.min(delayMs, BUSY_RELEASE_DELAY_MS));
+  // The long wait is for a handover: a slot that cannot be handed over goes back soon.
+  const releaseAt = at + (s.roomyUntil >= at && mayHandOver(s, lease, report) ? delayMs : Math.min(delayMs, BUSY_RELEASE_DELAY_MS));
   const sent = new Promise<void>((resolve) => s.pending.push({ lease, ...(report ? { report } : {}), at, releaseAt, resolve }));
   // The timer belongs to this request, which stays alive until its own release is sent.
   schedule(router, chuteId, s, releaseAt);
@@ -103,9 +105,7 @@ export function takeOver(chuteId: string, weight: number, prefixes: string[]): E
   const s = chutes.get(chuteId);
   if (!s || s.roomyUntil < Date.now()) return null;
   for (const p of s.pending) {
-    if (p.handedOver || (p.report && p.report.result !== "ok") || p.lease.weight !== weight) continue;
-    // A lagging instance's traffic is the router's to shift elsewhere.
-    if (s.lagging.includes(p.lease.instanceId)) continue;
+    if (p.handedOver || p.lease.weight !== weight || !mayHandOver(s, p.lease, p.report)) continue;
     // A conversation goes where the router's prefix affinity sends it (see mayTakeOver).
     if (!mayTakeOver(p.lease.prefixes, prefixes)) continue;
     p.handedOver = { prefixes };
@@ -113,6 +113,14 @@ export function takeOver(chuteId: string, weight: number, prefixes: string[]): E
     return { ok: true, leaseId, instanceId, minerId, affinity: false };
   }
   return null;
+}
+
+/**
+ * Whether a slot may go to another request at all: its request went well, and its instance does
+ * not lag (a lagging instance's traffic is the router's to shift elsewhere).
+ */
+function mayHandOver(s: ChuteReleases, lease: HeldLease, report: LeaseReport | undefined): boolean {
+  return (!report || report.result === "ok") && !s.lagging.includes(lease.instanceId);
 }
 
 function schedule(router: () => Router, chuteId: string, s: ChuteReleases, at: number): void {
