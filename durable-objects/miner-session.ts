@@ -14,7 +14,7 @@ import { chutes } from "../worker/db/schema.ts";
 import { numberVar } from "../worker/env.ts";
 import { log } from "../worker/log.ts";
 import { stubByName } from "../worker/runtime/object-ids.ts";
-import type { JobStart } from "./job-events.ts";
+import type { JobEventSink, JobStart } from "./job-events.ts";
 import { clearSession, recordSession, verifyAgentAuth } from "./miner-auth.ts";
 import { OfferBook } from "./offer-book.ts";
 import { FrameBatch } from "./frame-batch.ts";
@@ -25,7 +25,7 @@ import type { OfferReply } from "./scaler-types.ts";
  * One per connected miner agent: terminates the agent's WebSocket (hibernation API),
  * authenticates it, registers the instances it announces with each chute's router, and
  * multiplexes jobs over the one socket by id. `startJob` answers the Worker with a job's first
- * events, and a byte stream (NDJSON) of the rest when there are more.
+ * events, and pushes the rest to the job's sink (the Worker's reader) when there are more.
  */
 
 interface Attachment {
@@ -85,8 +85,8 @@ export class MinerSession extends DurableObject<Env> {
 
   /**
    * Send a job to the agent. Answers once the job has sent its first event (and, with `holdMs`,
-   * the events of that long after it, or up to its end), or ended: the events so far, and a
-   * stream of the rest unless they end the job. A job whose first event has not come by its
+   * the events of that long after it, or up to its end), or ended: the events so far, and
+   * whether more follow on `job.sink`. A job whose first event has not come by its
    * `deadline` is stopped on the agent and answered with an `upstream_timeout` error event.
    */
   async startJob(job: StartJob): Promise<JobStart> {
@@ -96,7 +96,13 @@ export class MinerSession extends DurableObject<Env> {
     if (!att.instances.some((i) => i.instanceId === job.instanceId)) {
       return failedStart("miner_disconnected", "The miner no longer serves this instance.");
     }
-    return this.jobs.start(job, att.sessionId, (frame) => this.out.add(ws, frame, att.lines === true));
+    const sink = job.sink ? ownCopy(job.sink) : undefined;
+    return this.jobs.start(job, att.sessionId, (frame) => this.out.add(ws, frame, att.lines === true), sink);
+  }
+
+  /** Push the rest of a job answered without a sink (more to come) to `sink`. */
+  followJob(id: string, sink: JobEventSink): void {
+    this.jobs.follow(id, ownCopy(sink));
   }
 
   /** The client went away: tell the agent to stop generating and end the job's events. Idempotent. */
@@ -161,7 +167,7 @@ export class MinerSession extends DurableObject<Env> {
           if (attachmentOf(ws)?.sessionId !== att.sessionId || attachmentOf(ws)?.state !== "ready") return; // the session ended meanwhile
         }
       } finally {
-        this.jobs.answerDueJobs();
+        this.jobs.messageRead();
       }
     } catch (err) {
       log.error("miner.message_failed", { component: "MinerSession", error: String(err) });
@@ -365,6 +371,11 @@ export class MinerSession extends DurableObject<Env> {
   private scaler(chute: string) {
     return stubByName(this.env.CHUTE_SCALER, chute);
   }
+}
+
+/** A stub received as a parameter goes with the call's end: the session keeps its own copy. */
+function ownCopy(sink: JobEventSink): Rpc.Stub<JobEventSink> {
+  return (sink as Rpc.Stub<JobEventSink>).dup();
 }
 
 /**

@@ -1,7 +1,8 @@
 import { choiceCount, jobFrame, type JobEvent } from "../../protocol/index.ts";
 import type { AcquireRequest, AcquireResult, ChuteRouter, LeaseReport } from "../../durable-objects/chute-router.ts";
 import type { MinerSession } from "../../durable-objects/miner-session.ts";
-import { JobEventReader, silentFor, type JobStart } from "../../durable-objects/job-events.ts";
+import { silentFor, type JobStart } from "../../durable-objects/job-events.ts";
+import { JobEventReader } from "./job-event-reader.ts";
 import { numberVar } from "../env.ts";
 import { ApiError } from "../errors.ts";
 import { stubByName } from "../runtime/object-ids.ts";
@@ -146,9 +147,10 @@ async function firstEvent(
   cancel: () => Promise<void>,
 ): Promise<First> {
   // The session answers at the job's first event: a non-streaming request lets it collect a
-  // while longer, so a short job comes back whole in the answer (no stream of the rest).
+  // while longer, so a short job comes back whole in the answer (nothing follows it).
   const holdMs = opts.request.stream ? 0 : NON_STREAM_HOLD_MS;
   const waitMs = opts.deadline - Date.now();
+  const reader = new JobEventReader(opts.idleTimeoutMs);
   let start: JobStart;
   try {
     // The session answers by the deadline: with the first event (held a while), or, when none
@@ -156,8 +158,14 @@ async function firstEvent(
     // timer in the session for all its jobs rather than one per request here: bench:ab small,
     // -1.4% workerd CPU per request.)
     const frame = jobFrame(opts.jobId, instanceId, opts.request.spec, opts.traceId);
-    start = await session.startJob({ id: opts.jobId, instanceId, frame, holdMs, deadline: opts.deadline });
+    // A stream's later events are pushed to its reader: the sink goes with the job. A non-streaming
+    // job is answered whole unless it outlasts its hold; only then is its sink sent (followJob),
+    // which a short job does not pay for.
+    const sink = opts.request.stream ? { sink: reader.sink } : {};
+    start = await session.startJob({ id: opts.jobId, instanceId, frame, holdMs, deadline: opts.deadline, ...sink });
   } catch {
+    // Should a stream's job have started anyway, its first push is refused and the session stops it.
+    void reader.cancel();
     return failed("miner_disconnected", "The miner could not be reached.", true);
   }
   // When the first event reached the session (a held answer is that much later).
@@ -165,11 +173,14 @@ async function firstEvent(
   // A held answer can come up to the hold after the deadline: its first event must not have.
   if (start.heldMs > 0 && firstAt > opts.deadline) {
     await cancel().catch(() => undefined);
-    void start.rest?.cancel().catch(() => undefined);
+    void reader.cancel();
     return failed("upstream_timeout", silentFor(waitMs), false);
   }
   try {
-    const reader = new JobEventReader(start, opts.idleTimeoutMs);
+    reader.begin(start);
+    if (start.more && !opts.request.stream) {
+      void session.followJob(opts.jobId, reader.sink).catch(() => reader.lost());
+    }
     const ev = await reader.next();
     if (ev === null) return failed("miner_disconnected", "The miner closed the job without an answer.", true);
     if (ev.type === "error") return failed(ev.code, ev.message, ev.retryable);
