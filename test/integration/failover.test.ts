@@ -190,4 +190,17 @@ describe("agent failures", () => {
     await expect.poll(timeouts).toEqual({ n: before.n + 1, cost: before.cost });
     await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances[0]?.inflight).toBe(0);
   });
+  it("a non-streaming job that outlasts the session's 1 s hold: the Worker follows it, and the answer is whole and billed", async () => {
+    await soleAgent("miner-b", { delayPerTokenMs: 10 }, 2); // 150 tokens take 1.5 s
+    const started = Date.now();
+    const res = await client.chat.completions.create({ model: TINY_CHUTE.name, messages: [{ role: "user", content: "long" }], max_tokens: 150 });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_400);
+    expect(res.choices[0]!.finish_reason).toBe("length");
+    expect(res.choices[0]!.message.content!.trim().split(/\s+/)).toHaveLength(150);
+    expect(res.usage?.completion_tokens).toBe(150);
+    await expect
+      .poll(() => gw.db.prepare("SELECT outcome, completion_tokens, cost_nano > 0 AS charged FROM invocations WHERE id = ?").bind(res.id).first())
+      .toMatchObject({ outcome: "ok", completion_tokens: 150, charged: 1 });
+    await expect.poll(async () => (await routerSnapshot(gw, TINY_CHUTE.id)).instances[0]?.inflight).toBe(0);
+  });
 });
