@@ -3,7 +3,8 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["**/*.test.ts"],
-    exclude: ["node_modules/**", ".build/**"],
+    // .scratch/ is a gitignored work area: files there are not the suite.
+    exclude: ["node_modules/**", ".build/**", ".scratch/**"],
     globalSetup: ["test/global-setup.ts"],
     testTimeout: 60_000,
     hookTimeout: 120_000,
