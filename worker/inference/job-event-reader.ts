@@ -10,7 +10,7 @@ export class JobEventReader {
   readonly sink: JobEventSink;
   /** Event texts not read yet: the answer's, then the pushed ones. */
   private lines: string[] = [];
-  /** No event comes after `lines`: the job ended, or the reader was cancelled. */
+  /** No event comes after `lines`: the job ended, the session cannot be reached, or the reader was cancelled. */
   private ended = false;
   private cancelled = false;
   private wake: (() => void) | null = null;
@@ -51,7 +51,7 @@ export class JobEventReader {
     return this.lines.length > 0;
   }
 
-  /** Whether every event of the job is already here (the session answered with the whole job). */
+  /** Whether every event of the job is already here (answered whole, or its last push came). */
   get complete(): boolean {
     return this.ended;
   }
